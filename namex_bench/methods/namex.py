@@ -1,0 +1,68 @@
+"""NAMEx: expert propagation whose step is the Nash bargaining solution among the experts."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..moe.experts import ExpertParams, flatten, weighted_sum
+from ..nash import nash_bargaining
+from .base import MergeInputs, MergeOutput
+from .ep_camex import EPCAMEx
+from .registry import register_method
+
+PLACEMENTS = ("propagation", "merge", "both")
+NORMALISATIONS = ("normalised", "raw")
+
+
+@register_method("namex")
+class NAMEx(EPCAMEx):
+    """Nash merging: E_m^{l+1} = E_m^l + γ·Σ_i α̂_i τ̃_i^l, where α solves the Nash bargaining problem Gα = 1/α.
+
+    ``G_ij = ⟨τ̃_i, τ̃_j⟩`` over all parameters of the experts; ``α`` comes from
+    :func:`namex_bench.nash_bargaining` and carries no gradient. Options: those of
+    ``ep_camex``, and
+
+        normalisation ("normalised" | "raw"): ``α̂ = α / Σ_i α_i`` (default), or ``α``
+            itself — then ``‖Σ α_i τ̃_i‖² = N`` whatever the experts' scale, so ``γ`` is
+            an absolute step length.
+        placement ("propagation" | "merge" | "both"): where ``α̂`` acts — the base
+            expert's propagation step (default); the layer's merge, in place of the
+            router scores (the router then learns only through the auxiliary loss, and
+            the step is ``ep_camex``'s mean); or both.
+        nbs_iters (int, 30): Newton iterations of the solver (fixed: no host sync).
+    """
+
+    def __init__(self, spec, num_experts, normalisation: str = "normalised", placement: str = "propagation", nbs_iters: int = 30, **ep_options):
+        super().__init__(spec, num_experts, **ep_options)
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        self.normalisation = normalisation
+        self.placement = placement
+        self.nbs_iters = nbs_iters
+
+    def nash_weights(self, tau_tilde: ExpertParams) -> tuple[Tensor, dict[str, Tensor]]:
+        """``α̂`` (or ``α``) for the layer's curvature-aware domain vectors, and diagnostics."""
+        flat = flatten(tau_tilde).detach().float()
+        gram = flat @ flat.T
+        alpha, residual = nash_bargaining(gram, max_iter=self.nbs_iters)
+        if self.normalisation == "normalised":
+            alpha = alpha / alpha.sum()
+        return alpha.to(flat.dtype), {"nbs_weights": alpha.float(), "nbs_residual": residual.float()}
+
+    def forward(self, inputs: MergeInputs) -> MergeOutput:
+        tau, tau_tilde = self.domain_vectors(inputs.bank.params(), inputs.base)
+        alpha, stats = self.nash_weights(tau_tilde)
+        scores = inputs.scores
+        if self.placement in ("merge", "both"):
+            scores = alpha.to(scores.dtype).expand_as(scores)
+        merged = self.merge(inputs.base, tau, tau_tilde, scores)
+        if self.placement in ("propagation", "both"):
+            d = weighted_sum(alpha.unsqueeze(0), tau_tilde)
+            d = {name: t[0] for name, t in d.items()}
+        else:
+            d, _ = self.direction(tau_tilde)
+        state = self.propagate(inputs.state, inputs.base, d)
+        return MergeOutput(self.apply_merged(inputs.tokens, merged), state, stats)

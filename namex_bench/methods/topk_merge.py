@@ -1,0 +1,14 @@
+"""Top-k merging: SMEAR restricted to the top-k experts, renormalised (MEO-style)."""
+
+from __future__ import annotations
+
+from .registry import register_method
+from .smear import SMEAR
+
+
+@register_method("topk_merge")
+class TopKMerge(SMEAR):
+    """Top-k merging: Ē_g = Σ_{i∈topk(g)} s_gi E_i with the scores renormalised over the top k."""
+
+    fixed_top_k_is_n = False
+    default_top_k = 2

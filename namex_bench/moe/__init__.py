@@ -1,0 +1,20 @@
+"""The MoE layer: experts, router, pooling units, auxiliary losses, cross-layer state, upcycling."""
+
+from .experts import ExpertBank, ExpertParams, ExpertSpec
+from .layer import MoELayer, MoEOutput
+from .router import Router, Routing
+from .state import PropagationState
+from .upcycle import dense_ffn_params, upcycle
+
+__all__ = [
+    "ExpertBank",
+    "ExpertParams",
+    "ExpertSpec",
+    "MoELayer",
+    "MoEOutput",
+    "PropagationState",
+    "Router",
+    "Routing",
+    "dense_ffn_params",
+    "upcycle",
+]

@@ -1,0 +1,166 @@
+"""The MoE layer: one layer, every merging method.
+
+Forward pass of an MoE layer (``x [B, T, d]``):
+
+1. group the tokens by the method's pooling unit and pool the routing vector of each group;
+2. route: ``s = softmax(top-k(W_r h_g))`` per group;
+3. the method turns experts + scores (+ base expert, + state from the layer below)
+   into the groups' outputs and the state for the layer above;
+4. ungroup, and compute the auxiliary load-balancing loss.
+
+The layer returns a :class:`MoEOutput`; the cross-layer :class:`PropagationState` goes
+in and comes out explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..methods.base import BaseExpert, MergeInputs, MergingMethod
+from ..methods.registry import get_method
+from .aux_loss import AUX_LOSSES, aux_loss
+from .experts import ExpertBank, ExpertParams, ExpertSpec, check_params
+from .pooling import FIRST_SEGMENT_ROUTING, make_groups
+from .router import Router
+from .state import PropagationState
+
+
+@dataclass
+class MoEOutput:
+    """``y [B, T, d]``; the ``state`` for the next MoE layer; ``aux_loss`` (already
+    multiplied by its coefficient; add it to the training loss); ``stats`` to log
+    (``aux_loss_raw``, ``expert_load``, and the method's own diagnostics)."""
+
+    y: Tensor
+    state: PropagationState
+    aux_loss: Tensor
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+class MoELayer(nn.Module):
+    """A sparse MoE FFN layer whose experts are combined by a registered merging method.
+
+    Args:
+        spec: the shape of one expert.
+        num_experts: ``N``.
+        method: a registered method name, or a :class:`MergingMethod` class.
+        method_options: keyword options of the method (see ``namex-bench list methods``).
+        top_k: the router's ``k``; default: the method's (``N`` for dense methods).
+        pooling: the pooling unit; default: the method's first.
+        segment_length: ``T_s`` for ``segment`` pooling.
+        first_segment: ``"self"`` (Lory: its own mean, detached) or ``"prior"``.
+        num_prefix_tokens: tokens left out of ``image`` pooling (e.g. a class token).
+        noisy_gating: Shazeer's noisy top-k gating during training.
+        aux_loss: ``"switch"``, ``"cv2"`` or ``"none"``.
+        aux_loss_coef: the coefficient the auxiliary loss is multiplied by.
+        moe_index: this layer's position among the model's MoE layers (0 = first).
+    """
+
+    def __init__(
+        self,
+        spec: ExpertSpec,
+        num_experts: int,
+        method: str | type[MergingMethod] = "smear",
+        method_options: dict[str, Any] | None = None,
+        *,
+        top_k: int | None = None,
+        pooling: str | None = None,
+        segment_length: int = 64,
+        first_segment: str = "self",
+        num_prefix_tokens: int = 0,
+        noisy_gating: bool = False,
+        aux_loss: str = "switch",
+        aux_loss_coef: float = 0.01,
+        moe_index: int = 0,
+    ):
+        super().__init__()
+        method_cls = get_method(method) if isinstance(method, str) else method
+        name = method_cls.name or method_cls.__name__
+        if top_k is None:
+            top_k = num_experts if method_cls.fixed_top_k_is_n or method_cls.default_top_k is None else min(method_cls.default_top_k, num_experts)
+        if method_cls.fixed_top_k_is_n and top_k != num_experts:
+            raise ValueError(f"method {name!r} merges with dense routing: top_k must be num_experts={num_experts}, got {top_k}")
+        pooling = pooling or method_cls.pooling_units[0]
+        if pooling not in method_cls.pooling_units:
+            raise ValueError(f"method {name!r} supports pooling {list(method_cls.pooling_units)}, got {pooling!r}")
+        if aux_loss != "none" and aux_loss not in AUX_LOSSES:
+            raise ValueError(f"unknown aux loss {aux_loss!r}; known: none, {', '.join(AUX_LOSSES)}")
+        if first_segment not in FIRST_SEGMENT_ROUTING:
+            raise ValueError(f"first_segment must be one of {FIRST_SEGMENT_ROUTING}, got {first_segment!r}")
+        if segment_length < 1:
+            raise ValueError(f"segment_length must be >= 1, got {segment_length}")
+
+        self.spec = spec
+        self.num_experts = num_experts
+        self.pooling = pooling
+        self.segment_length = segment_length
+        self.first_segment = first_segment
+        self.num_prefix_tokens = num_prefix_tokens
+        self.aux_loss_name = aux_loss
+        self.aux_loss_coef = aux_loss_coef
+        self.moe_index = moe_index
+
+        self.router = Router(spec.d_model, num_experts, top_k, noisy_gating=noisy_gating)
+        self.experts = ExpertBank(spec, num_experts)
+        self.method = method_cls(spec, num_experts, **(method_options or {}))
+        owns_base = method_cls.base_expert is BaseExpert.EVERY_LAYER or (
+            method_cls.base_expert is BaseExpert.FIRST_LAYER and moe_index == 0
+        )
+        self.base = ExpertBank(spec, 1) if owns_base else None
+
+    @property
+    def method_name(self) -> str:
+        return self.method.name or type(self.method).__name__
+
+    def base_expert(self, state: PropagationState) -> ExpertParams | None:
+        """``E_m`` for this layer: its own, the one propagated from below, or ``None``."""
+        if self.base is not None:
+            return self.base.expert(0)
+        if self.method.base_expert is not BaseExpert.FIRST_LAYER:
+            return None
+        if state.base is None:
+            raise RuntimeError(
+                f"MoE layer {self.moe_index} ({self.method_name}) expects the base expert propagated from "
+                "the layer below: run the MoE layers in order from moe_index 0, passing each layer's state to the next"
+            )
+        try:
+            check_params(self.spec, state.base, leading=0, what="propagated base expert")
+        except ValueError as exc:
+            raise ValueError(
+                f"MoE layer {self.moe_index} ({self.method_name}): expert propagation needs MoE layers of one shape; {exc}"
+            ) from None
+        return state.base
+
+    def forward(self, x: Tensor, state: PropagationState | None = None, padding_mask: Tensor | None = None) -> MoEOutput:
+        """``x [B, T, d]``, the state from the layer below (a fresh one if ``None``), and
+        ``padding_mask [B, T]`` (true for real tokens) → :class:`MoEOutput`."""
+        state = PropagationState() if state is None else state
+        groups = make_groups(
+            x, self.pooling, padding_mask, self.segment_length, self.num_prefix_tokens, self.first_segment
+        )
+        routing = self.router(groups.route_input)
+        out = self.method(
+            MergeInputs(
+                tokens=groups.tokens,
+                scores=routing.scores,
+                bank=self.experts,
+                base=self.base_expert(state),
+                state=state,
+                moe_index=self.moe_index,
+            )
+        )
+        raw_aux = aux_loss(self.aux_loss_name, routing, groups.valid)
+        valid = groups.valid.to(routing.scores.dtype).unsqueeze(-1)
+        stats = {
+            "aux_loss_raw": raw_aux.detach(),
+            "expert_load": ((routing.scores > 0).to(valid.dtype) * valid).sum(0).detach(),
+            **{k: v.detach() for k, v in out.stats.items()},
+        }
+        return MoEOutput(groups.ungroup(out.output), out.state, self.aux_loss_coef * raw_aux, stats)
+
+    def extra_repr(self) -> str:
+        return f"method={self.method_name}, pooling={self.pooling}, top_k={self.router.top_k}, moe_index={self.moe_index}"

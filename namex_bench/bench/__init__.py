@@ -1,0 +1,1 @@
+"""Benchmarks (``namex-bench bench …``): speed measured side by side in one process."""

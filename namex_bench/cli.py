@@ -1,0 +1,134 @@
+"""The ``namex-bench`` command line.
+
+    namex-bench list methods            every registered merging method
+    namex-bench bench layers [...]      forward+backward time per method vs a dense FFN
+    namex-bench bench nbs [...]         nash_bargaining vs the Nash-MTL reference (cvxpy/ECOS)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed as one line, exit status 2."""
+
+
+def _cmd_list_methods(args: argparse.Namespace) -> None:
+    from .methods.registry import available_methods
+
+    rows = []
+    for name, cls in available_methods().items():
+        rows.append([name, ", ".join(cls.pooling_units), cls.base_expert.value, cls.description()])
+        if args.verbose:
+            rows.append(["", "", "", (cls.__doc__ or "").strip()])
+    print(tabulate(rows, headers=["method", "pooling", "base expert", "description"], tablefmt="github"))
+
+
+def _print_rows(rows: list[dict], setup: str, json_path: str | None) -> None:
+    print(setup)
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"setup": setup, "rows": rows}, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {json_path}")
+
+
+def _cmd_bench_layers(args: argparse.Namespace) -> None:
+    from .bench.layers import LayerBenchConfig, run_layer_bench
+    from .device import autocast_dtype, resolve_device
+    from .methods.registry import UnknownMethodError, get_method
+
+    for name in args.methods or ():
+        try:
+            get_method(name)
+        except UnknownMethodError as exc:
+            raise UsageError(f"--methods: {exc}") from None
+    device = resolve_device(args.device)
+    cfg = LayerBenchConfig(
+        batch=args.batch, seq_len=args.seq_len, d_model=args.d_model, d_hidden=args.d_hidden,
+        experts=args.experts, kind=args.kind, methods=tuple(args.methods or ()), repeats=args.repeats,
+        warmup=args.warmup,
+    )
+    rows, setup = run_layer_bench(cfg, device, autocast_dtype(device, args.precision))
+    _print_rows(rows, setup, args.json)
+
+
+def _cmd_bench_nbs(args: argparse.Namespace) -> None:
+    from .device import resolve_device
+
+    try:
+        from .bench.nbs import run_nbs_bench
+        from .nash.reference import _require_cvxpy
+
+        _require_cvxpy()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    rows, setup = run_nbs_bench(args.sizes, args.problems, resolve_device(args.device), dim=args.dim)
+    _print_rows(rows, setup, args.json)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="namex-bench", description="Benchmark and robustness suite for expert merging in sparse MoE models.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    list_cmd = commands.add_parser("list", help="list registered things")
+    list_what = list_cmd.add_subparsers(dest="what", required=True, metavar="WHAT")
+    methods = list_what.add_parser("methods", help="every registered merging method, with a one-line description")
+    methods.add_argument("-v", "--verbose", action="store_true", help="also print each method's options")
+    methods.set_defaults(func=_cmd_list_methods)
+
+    bench = commands.add_parser("bench", help="speed benchmarks (ratios measured side by side in one process)")
+    bench_what = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
+
+    layers = bench_what.add_parser("layers", help="forward+backward time of one MoE layer per method, vs a dense FFN")
+    layers.add_argument("--batch", type=_positive, default=8, help="B (default 8)")
+    layers.add_argument("--seq-len", type=_positive, default=256, help="T (default 256)")
+    layers.add_argument("--d-model", type=_positive, default=256, help="d (default 256)")
+    layers.add_argument("--d-hidden", type=_positive, default=None, help="expert hidden size (default 4·d)")
+    layers.add_argument("--experts", type=_positive, default=8, help="N (default 8)")
+    layers.add_argument("--kind", choices=["mlp", "glu"], default="mlp", help="expert FFN kind (default mlp: GELU)")
+    layers.add_argument("--methods", nargs="+", metavar="METHOD", help="methods to time (default: all registered)")
+    layers.add_argument("--repeats", type=_positive, default=20, help="interleaved timing rounds (default 20)")
+    layers.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
+    layers.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:1, ...")
+    layers.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 autocast on GPUs that support it")
+    layers.add_argument("--json", metavar="PATH", help="also write the table as JSON")
+    layers.set_defaults(func=_cmd_bench_layers)
+
+    nbs = bench_what.add_parser("nbs", help="nash_bargaining vs the Nash-MTL reference procedure (needs namex_bench[reference])")
+    nbs.add_argument("--sizes", type=_positive, nargs="+", default=[4, 8, 16, 32, 64], help="N values (default 4 8 16 32 64)")
+    nbs.add_argument("--problems", type=_positive, default=32, help="problems per N (default 32)")
+    nbs.add_argument("--dim", type=_positive, default=1024, help="dimension of the random vectors (default 1024)")
+    nbs.add_argument("--device", default="auto", help="where nash_bargaining runs (the reference is CPU-only)")
+    nbs.add_argument("--json", metavar="PATH", help="also write the table as JSON")
+    nbs.set_defaults(func=_cmd_bench_nbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (UsageError, ValueError) as exc:
+        print(f"namex-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("namex-bench: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

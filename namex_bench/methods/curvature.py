@@ -67,14 +67,24 @@ class KroneckerCurvature(nn.Module):
     def forward(self, tau: ExpertParams) -> ExpertParams:
         """``τ̃_i = M_i(τ_i)`` for every matrix of ``τ [N, ...]``; biases unchanged."""
         out = dict(tau)
-        for name, (o1, o2, i1, i2) in self.shapes.items():
-            A, B, C, D = self.factors(name)
+        for name, shape in self.shapes.items():
             w = tau[name]
-            n = w.shape[0]
-            t = w.reshape(n, 1, o1, o2, i1, i2)
-            t = torch.einsum("nrax,nrxbcd->nrabcd", A.to(w.dtype), t.expand(n, self.rank, o1, o2, i1, i2))
-            t = torch.einsum("nrbx,nraxcd->nrabcd", B.to(w.dtype), t)
-            t = torch.einsum("nrcx,nrabxd->nrabcd", C.to(w.dtype), t)
-            t = torch.einsum("nrdx,nrabcx->nrabcd", D.to(w.dtype), t)
-            out[name] = t.sum(1).reshape_as(w)
+            terms = (kronecker_apply(w, *(f[:, r] for f in self.factors(name)), shape) for r in range(self.rank))
+            out[name] = sum(terms)
         return out
+
+
+def kronecker_apply(w: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, shape: tuple[int, int, int, int]) -> Tensor:
+    """``(A_i ⊗ B_i) W_i (C_i ⊗ D_i)ᵀ`` for every expert ``i`` of ``w [N, out, in]``.
+
+    Four mode products, each one (broadcast) batched matmul on a contiguous view of the
+    running result, so no permutation is ever copied.
+    """
+    n = w.shape[0]
+    o1, o2, i1, i2 = shape
+    A, B, C, D = (f.to(w.dtype) for f in (A, B, C, D))
+    t = A @ w.reshape(n, o1, o2 * i1 * i2)  # mode a
+    t = B.unsqueeze(1) @ t.reshape(n, o1, o2, i1 * i2)  # mode b
+    t = C.unsqueeze(1) @ t.reshape(n, o1 * o2, i1, i2)  # mode c
+    t = t.reshape(n, o1 * o2 * i1, i2) @ D.transpose(1, 2)  # mode d
+    return t.reshape_as(w)

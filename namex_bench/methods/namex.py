@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..moe.experts import ExpertParams, flatten, weighted_sum
+from ..moe.experts import ExpertParams, gram, weighted_sum
+from ..moe.router import at_least_float32
 from ..nash import nash_bargaining
 from .base import MergeInputs, MergeOutput
 from .ep_camex import EPCAMEx
@@ -43,18 +44,25 @@ class NAMEx(EPCAMEx):
         self.placement = placement
         self.nbs_iters = nbs_iters
 
-    def nash_weights(self, tau_tilde: ExpertParams) -> tuple[Tensor, dict[str, Tensor]]:
-        """``α̂`` (or ``α``) for the layer's curvature-aware domain vectors, and diagnostics."""
-        flat = flatten(tau_tilde).detach().float()
-        gram = flat @ flat.T
-        alpha, residual = nash_bargaining(gram, max_iter=self.nbs_iters)
+    def nash_weights(self, tau_tilde: ExpertParams, experts: ExpertParams) -> tuple[Tensor, dict[str, Tensor]]:
+        """``α̂`` (or ``α``) for the layer's curvature-aware domain vectors, and diagnostics.
+
+        Domain vectors count as all zero (uniform weights) when ``tr(G)/N`` is below
+        ``(1e-6)²`` times the experts' mean squared norm — a tolerance relative to
+        the experts' scale, so the weights do not depend on it.
+        """
+        device = next(iter(tau_tilde.values())).device
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            G = gram({name: at_least_float32(t) for name, t in tau_tilde.items()})
+            experts_sq_norm = sum(at_least_float32(t).square().sum() for t in experts.values()) / self.num_experts
+        alpha, residual = nash_bargaining(G, max_iter=self.nbs_iters, zero_tol=1e-12 * experts_sq_norm)
         if self.normalisation == "normalised":
             alpha = alpha / alpha.sum()
-        return alpha.to(flat.dtype), {"nbs_weights": alpha.float(), "nbs_residual": residual.float()}
+        return alpha.to(G.dtype), {"nbs_weights": alpha.to(G.dtype), "nbs_residual": residual.to(G.dtype)}
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
         tau, tau_tilde = self.domain_vectors(inputs.bank.params(), inputs.base)
-        alpha, stats = self.nash_weights(tau_tilde)
+        alpha, stats = self.nash_weights(tau_tilde, inputs.bank.params())
         scores = inputs.scores
         if self.placement in ("merge", "both"):
             scores = alpha.to(scores.dtype).expand_as(scores)

@@ -25,12 +25,16 @@ class NAMExMom(NAMEx):
     is ``namex``; ``θ = 0`` is heavy-ball momentum. Options: those of ``namex``, and
 
         momentum_radius (float, 0.7): ``r = |β| < 1``.
-        momentum_angle (float, π/8): ``θ = arg β``.
+        momentum_angle (float, π/4): ``θ = arg β``.
 
-    These defaults are a choice, not the paper's (which are not known).
+    These defaults are a choice, not the paper's (which are not known): on the
+    rotational ("competitive") linear system ``d = J E``, ``J = [[0, 1], [−1, 0]]``, the
+    depth recursion with ``β = 0.7·e^{iπ/4}`` contracts for ``γ`` up to about 0.32
+    (spectral radius 0.94 at ``γ ≈ 0.29``), where ``β = 0`` and every real ``β``
+    diverge; ``0.7·e^{iπ/8}`` does not contract there for any ``γ``.
     """
 
-    def __init__(self, spec, num_experts, momentum_radius: float = 0.7, momentum_angle: float = math.pi / 8, **namex_options):
+    def __init__(self, spec, num_experts, momentum_radius: float = 0.7, momentum_angle: float = math.pi / 4, **namex_options):
         super().__init__(spec, num_experts, **namex_options)
         if not 0 <= momentum_radius < 1:
             raise ValueError(f"momentum_radius must be in [0, 1), got {momentum_radius}")

@@ -164,9 +164,17 @@ def weighted_sum(weights: Tensor, params: ExpertParams) -> ExpertParams:
     return out
 
 
-def flatten(params: ExpertParams) -> Tensor:
-    """Concatenate every parameter of each expert into one vector: ``[N, ...] → [N, P]``."""
-    return torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], dim=1)
+def gram(params: ExpertParams) -> Tensor:
+    """``G_ij = ⟨θ_i, θ_j⟩`` with each expert's parameters flattened into one vector: ``[N, N]``.
+
+    Summed parameter by parameter, so the concatenated vectors are never built.
+    """
+    total = None
+    for p in params.values():
+        flat = p.reshape(p.shape[0], -1)
+        g = flat @ flat.T
+        total = g if total is None else total + g
+    return total
 
 
 def combine(a: ExpertParams, b: ExpertParams, fn: Callable[[Tensor, Tensor], Tensor]) -> ExpertParams:

@@ -9,6 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 if it is in a narrower float type (e.g. under bf16 autocast), else as it is."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 @dataclass
 class Routing:
     """What the router decided for ``G`` groups over ``N`` experts.
@@ -50,10 +55,10 @@ class Router(nn.Module):
 
     def forward(self, h: Tensor) -> Routing:
         """Route pooled vectors ``h [..., d]`` → :class:`Routing` with ``[..., N]`` tensors."""
-        clean = self.gate(h).float()
+        clean = at_least_float32(self.gate(h))
         noisy = self.noise is not None and self.training and self.top_k < self.num_experts
         if noisy:
-            sigma = F.softplus(self.noise(h).float()) + 1e-2
+            sigma = F.softplus(at_least_float32(self.noise(h))) + 1e-2
             logits = clean + torch.randn_like(clean) * sigma
         else:
             logits = clean

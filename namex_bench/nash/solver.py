@@ -46,7 +46,7 @@ def nash_bargaining(
     max_iter: int = 30,
     tol: float | None = None,
     ridge: float | None = None,
-    zero_tol: float = 1e-12,
+    zero_tol: float | Tensor = 1e-12,
     init: Tensor | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> NashSolution:
@@ -61,12 +61,14 @@ def nash_bargaining(
             exactly ``max_iter`` iterations with none.
         ridge: ``G`` is scaled to unit diagonal (``D G D``, ``D = diag(G)^(-1/2)``)
             and ``ridge · I`` is added, so that a singular ``G`` (identical or opposed
-            vectors) still has a unique, finite solution. Default ``100 · eps(dtype)``
-            (2e-14 in float64, 1e-5 in float32). Scale-relative: scaling vector ``i``
+            vectors) still has a unique, finite solution. Default ``10 · eps(dtype)``
+            (2e-15 in float64, 1e-6 in float32). Scale-relative: scaling vector ``i``
             by ``c_i`` scales ``α_i`` by exactly ``1/c_i``.
         zero_tol: where ``tr(G)/N ≤ zero_tol`` (every vector is ~0, e.g. experts just
             upcycled from one dense FFN) there is nothing to bargain over; ``α = 1``
-            (uniform weights) is returned with residual 0.
+            (uniform weights) is returned with residual 0. An absolute threshold; a
+            tensor (broadcast over the batch) lets the caller make it relative to its
+            vectors' scale without a host synchronisation.
         init: optional warm start ``α₀ [..., N] > 0`` (e.g. the previous step's
             solution). The default start is ``α₀ = D 1`` (exact for orthogonal
             vectors); either is first rescaled along its ray to the optimal length
@@ -81,7 +83,7 @@ def nash_bargaining(
     if G.ndim < 2 or G.shape[-1] != G.shape[-2]:
         raise ValueError(f"nash_bargaining expects G of shape (..., N, N), got {tuple(G.shape)}")
     n = G.shape[-1]
-    ridge = 100 * torch.finfo(dtype).eps if ridge is None else ridge
+    ridge = 10 * torch.finfo(dtype).eps if ridge is None else ridge
     with torch.autocast(G.device.type, enabled=False), torch.no_grad():
         G = G.detach().to(dtype)
         G = 0.5 * (G + G.transpose(-1, -2))

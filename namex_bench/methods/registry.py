@@ -65,16 +65,22 @@ def _load_builtin() -> None:
 
 
 def _load_entry_points() -> None:
+    """Register the methods of every entry point of the group; a broken one is reported
+    (every time, not only the first) after all the others have been loaded."""
     if _loaded["entry_points"]:
         return
-    _loaded["entry_points"] = True
+    failures = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
         except Exception as exc:  # a broken third-party plugin must not hide the others
-            raise ImportError(f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP} failed to load: {exc}") from exc
+            failures.append(f"{ep.name!r} ({ep.value}): {type(exc).__name__}: {exc}")
+            continue
         if inspect.isclass(obj) and issubclass(obj, MergingMethod) and obj not in _METHODS.values():
             register_method(ep.name)(obj)
+    if failures:
+        raise ImportError(f"entry points of group {ENTRY_POINT_GROUP} failed to load: " + "; ".join(failures))
+    _loaded["entry_points"] = True
 
 
 def load_plugins(modules: list[str] | tuple[str, ...]) -> None:

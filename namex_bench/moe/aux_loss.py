@@ -17,12 +17,14 @@ from .router import Routing
 def switch_loss(routing: Routing, valid: Tensor) -> Tensor:
     """Switch Transformer loss ``N · Σ_i f_i · P_i``.
 
-    ``f_i`` is the fraction of routing assignments (each group makes ``k``) that go to
-    expert ``i`` and ``P_i`` the mean router probability of expert ``i``. Equals 1 when
-    routing is perfectly balanced.
+    ``f_i`` is the fraction of groups whose top-1 expert (argmax of the router's
+    probabilities) is ``i``, as in Switch's top-1 dispatch, whatever the layer's ``k``
+    — so the loss still balances dense-routing (``k = N``) merging methods; ``P_i``
+    is the mean router probability of expert ``i``. Equals 1 when balanced.
     """
     w = valid.to(routing.probs.dtype).unsqueeze(-1)
-    selected = (routing.scores > 0).to(w.dtype) * w
+    top1 = routing.probs.argmax(-1, keepdim=True)
+    selected = torch.zeros_like(routing.probs).scatter(-1, top1, 1.0) * w
     f = selected.sum(0) / selected.sum().clamp_min(1.0)
     p = (routing.probs * w).sum(0) / w.sum().clamp_min(1.0)
     return routing.probs.shape[-1] * (f * p).sum()

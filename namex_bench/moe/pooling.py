@@ -48,9 +48,14 @@ class Groups:
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
-    """Mean of ``x`` over ``dim`` counting only positions where ``mask`` is true (0 if none)."""
-    w = mask.to(x.dtype).unsqueeze(-1)
-    return (x * w).sum(dim) / w.sum(dim).clamp_min(1.0)
+    """Mean of ``x`` over ``dim`` counting only positions where ``mask`` is true (0 if none).
+
+    Masked positions are replaced, not multiplied by 0, so whatever they hold (even
+    NaN or inf in padding) never reaches the mean.
+    """
+    keep = mask.unsqueeze(-1)
+    total = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim)
+    return total / keep.to(x.dtype).sum(dim).clamp_min(1.0)
 
 
 def make_groups(

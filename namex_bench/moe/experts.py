@@ -134,9 +134,10 @@ def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     act = ACTIVATIONS[spec.activation]
 
     def linear(inp: Tensor, name: str) -> Tensor:
-        out = torch.bmm(inp, params["w" + name].transpose(1, 2))
-        bias = params.get("b" + name)
-        return out if bias is None else out + bias.unsqueeze(1)
+        weight, bias = params["w" + name].transpose(1, 2), params.get("b" + name)
+        if bias is None:
+            return torch.bmm(inp, weight)
+        return torch.baddbmm(bias.unsqueeze(1), inp, weight)
 
     if spec.kind == "mlp":
         return linear(act(linear(x, "_in")), "_out")

@@ -1,5 +1,8 @@
 """The ``namex-bench`` command line.
 
+    namex-bench validate SUITE          check a suite file without running anything
+    namex-bench run SUITE [...]         run a suite (resumable), then write its report
+    namex-bench report SUITE            regenerate a suite's leaderboards from its run records
     namex-bench list methods            every registered merging method
     namex-bench bench layers [...]      forward+backward time per method vs a dense FFN
     namex-bench bench nbs [...]         nash_bargaining vs the Nash-MTL reference (cvxpy/ECOS)
@@ -17,6 +20,69 @@ from tabulate import tabulate
 
 class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit status 2."""
+
+
+def _cmd_validate(args: argparse.Namespace) -> None:
+    from .suite.expand import expand
+    from .suite.loader import load_suite
+
+    suite, path = load_suite(args.suite)
+    runs = expand(suite)
+    print(
+        f"{path}: OK — {len(suite.methods)} methods × {len(suite.models)} models × {len(suite.tasks)} tasks × "
+        f"{len(suite.seeds)} seeds = {len(runs)} runs"
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner.runner import run_suite
+    from .suite.expand import parse_shard
+    from .suite.loader import load_suite
+    from .tasks import distributed
+
+    suite, path = load_suite(args.suite)
+    shard_spec = parse_shard(args.shard) if args.shard else None
+    results = Path(args.results)
+    try:
+        summary = run_suite(suite, results, shard_spec=shard_spec, limit=args.limit, device=args.device, fail_fast=args.fail_fast)
+    except KeyboardInterrupt:
+        print(f"namex-bench: interrupted; finished runs are kept in {results / suite.name / 'runs'} — rerun to resume", file=sys.stderr)
+        return 130
+    if not distributed.is_main():
+        return 0
+    print(
+        f"{suite.name}: {len(summary.finished)} runs finished, {summary.skipped} already done, "
+        f"{len(summary.failed)} failed (of {summary.total}); records in {results / suite.name / 'runs'}"
+    )
+    for name in summary.failed:
+        print(f"  failed: {name}")
+    if not args.no_report:
+        written = _write_report(results, suite.name, None)
+        print(f"leaderboard: {written}")
+    return 1 if summary.failed else 0
+
+
+def _write_report(results: Path, suite: str, reference: str | None) -> Path:
+    from .report.write import write_report
+
+    write_report(results, suite, reference)
+    return results / suite / "leaderboard.md"
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    if args.check:
+        from .report.write import check_report
+
+        stale = check_report(Path(args.results), args.suite, args.reference)
+        where = Path(args.results) / args.suite
+        if stale:
+            print(f"{where}: the report is stale — these files differ from what the records give: {', '.join(stale)}; "
+                  f"regenerate with `namex-bench report {args.suite}`", file=sys.stderr)
+            return 1
+        print(f"{where}: the report is up to date with its records")
+        return 0
+    print(f"leaderboard: {_write_report(Path(args.results), args.suite, args.reference)}")
+    return 0
 
 
 def _cmd_list_methods(args: argparse.Namespace) -> None:
@@ -83,6 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="namex-bench", description="Benchmark and robustness suite for expert merging in sparse MoE models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    validate = commands.add_parser("validate", help="check a suite file without running anything")
+    validate.add_argument("suite", help="a suite name (suites/NAME.yaml) or a path")
+    validate.set_defaults(func=_cmd_validate)
+
+    run = commands.add_parser("run", help="run a suite (finished runs are skipped), then write its report")
+    run.add_argument("suite", help="a suite name (suites/NAME.yaml) or a path")
+    run.add_argument("--shard", metavar="I/N", help="run only shard I of N (1-based; shards never overlap)")
+    run.add_argument("--limit", type=_positive, help="shrink every data split to at most this many examples (a smoke run; recorded)")
+    run.add_argument("--device", help="override the suite's device: auto, cpu, cuda, cuda:1, ...")
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: record it and go on)")
+    run.add_argument("--results", default="results", help="the results folder (default ./results)")
+    run.add_argument("--no-report", action="store_true", help="do not regenerate the leaderboards afterwards")
+    run.set_defaults(func=_cmd_run)
+
+    report = commands.add_parser("report", help="regenerate a suite's leaderboards, tables and plots from its records")
+    report.add_argument("suite", help="the suite's name (its folder under --results)")
+    report.add_argument("--results", default="results", help="the results folder (default ./results)")
+    report.add_argument("--reference", help="compare against this method instead of the suite's reference")
+    report.add_argument("--check", action="store_true", help="write nothing; exit 1 if the tables on disk differ from what the records give")
+    report.set_defaults(func=_cmd_report)
+
     list_cmd = commands.add_parser("list", help="list registered things")
     list_what = list_cmd.add_subparsers(dest="what", required=True, metavar="WHAT")
     methods = list_what.add_parser("methods", help="every registered merging method, with a one-line description")
@@ -118,16 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .suite.loader import SuiteError
+
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except (UsageError, ValueError) as exc:
+        return args.func(args) or 0
+    except (UsageError, SuiteError, ValueError, FileNotFoundError) as exc:
         print(f"namex-bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("namex-bench: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

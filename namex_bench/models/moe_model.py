@@ -1,0 +1,112 @@
+"""Running MoE layers inside someone else's model (timm, transformers).
+
+A model such as timm's ``VisionTransformer`` calls each block's FFN as ``mlp(x)``: there
+is no argument to carry the cross-layer state. So the dense FFN is replaced by an
+:class:`MoESlot`, and :class:`MoEModel` opens one :class:`ForwardPass` per call of its
+``forward``: the slots read the pass's :class:`PropagationState`, hand the next one on,
+and add their auxiliary losses to it. The pass is closed when ``forward`` returns, so
+no state survives from one batch to the next.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..moe.layer import MoELayer
+from ..moe.state import PropagationState
+
+
+@dataclass
+class ForwardPass:
+    """The cross-layer context of one forward pass."""
+
+    padding_mask: Tensor | None = None
+    state: PropagationState = field(default_factory=PropagationState)
+    aux_loss: Tensor | float = 0.0
+    stats: list[dict[str, Tensor]] = field(default_factory=list)
+
+
+class PassHolder:
+    """Shared by a model and its slots: the forward pass in progress, if any."""
+
+    def __init__(self) -> None:
+        self.current: ForwardPass | None = None
+
+    @contextmanager
+    def open(self, padding_mask: Tensor | None = None) -> Iterator[ForwardPass]:
+        if self.current is not None:
+            raise RuntimeError("a forward pass of this MoE model is already in progress (re-entrant call)")
+        self.current = ForwardPass(padding_mask)
+        try:
+            yield self.current
+        finally:
+            self.current = None
+
+
+class MoESlot(nn.Module):
+    """Stands where a dense FFN stood: ``y = MoE(x)`` within the model's current pass."""
+
+    def __init__(self, layer: MoELayer, passes: PassHolder):
+        super().__init__()
+        self.layer = layer
+        self._passes = passes
+
+    def forward(self, x: Tensor) -> Tensor:
+        current = self._passes.current
+        if current is None:
+            raise RuntimeError("an MoE layer ran outside MoEModel.forward: call the wrapping MoEModel, not its backbone")
+        out = self.layer(x, current.state, current.padding_mask)
+        current.state = out.state
+        current.aux_loss = current.aux_loss + out.aux_loss
+        current.stats.append(out.stats)
+        return out.y
+
+
+@dataclass
+class ModelOutput:
+    """``output`` of the backbone (e.g. logits), the summed ``aux_loss`` of its MoE layers,
+    and each MoE layer's ``stats`` in the order they ran."""
+
+    output: Tensor
+    aux_loss: Tensor
+    stats: list[dict[str, Tensor]]
+
+
+class MoEModel(nn.Module):
+    """A backbone whose FFNs are :class:`MoESlot` s; ``forward`` runs one :class:`ForwardPass`."""
+
+    def __init__(self, backbone: nn.Module, passes: PassHolder):
+        super().__init__()
+        self.backbone = backbone
+        self._passes = passes
+
+    @property
+    def moe_layers(self) -> list[MoELayer]:
+        return [m.layer for m in self.backbone.modules() if isinstance(m, MoESlot)]
+
+    def forward(self, *args, padding_mask: Tensor | None = None, **kwargs) -> ModelOutput:
+        with self._passes.open(padding_mask) as current:
+            output = self.backbone(*args, **kwargs)
+        aux = current.aux_loss if isinstance(current.aux_loss, Tensor) else torch.zeros((), device=output.device)
+        return ModelOutput(output, aux, current.stats)
+
+
+def parameter_counts(model: MoEModel) -> dict[str, int]:
+    """``total`` parameters, and ``active_per_token``: everything but the experts, plus the
+    experts one token runs through — ``k`` of them for token routing (``smoe``), one merged
+    expert for merging methods. (The base expert and curvature factors only build the merged
+    expert, so they count as inactive, like the unselected experts.)"""
+    total = sum(p.numel() for p in model.parameters())
+    inactive = 0
+    for layer in model.moe_layers:
+        merge_side = sum(p.numel() for p in layer.experts.parameters())
+        merge_side += sum(p.numel() for p in layer.method.parameters())
+        merge_side += 0 if layer.base is None else sum(p.numel() for p in layer.base.parameters())
+        used = layer.router.top_k if layer.pooling == "token" else 1
+        inactive += merge_side - used * layer.spec.num_params
+    return {"total": total, "active_per_token": total - inactive}

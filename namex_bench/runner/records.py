@@ -1,0 +1,95 @@
+"""Run records: one JSON file per finished run, written atomically; the source of truth.
+
+A record (``results/<suite>/runs/<key>.json``)::
+
+    {
+      "schema": 1,
+      "key": "3f2a…",                  # sha256 of the canonical JSON of "config" (first 16 hex)
+      "suite": "quickstart",
+      "name": "namex_mom/vit_moe_tiny/mnist/seed0",
+      "status": "ok" | "failed",
+      "error": null | {"type": "...", "message": "...", "traceback": "..."},
+      "config": {                      # the fully resolved run configuration
+        "method": {"label": "namex_mom", "name": "namex_mom", "options": {...}},
+        "model": {"name": "vit_moe_tiny", "builder": "vit_moe", "params": {...}},
+        "task": {"name": "mnist", "type": "image_classification", ...},
+        "seed": 0,
+        "limit": null                  # --limit (smoke runs shrink every split to it)
+      },
+      "metrics": {"top1": 0.981, ...}, # headline scalars of the task
+      "goals": {"top1": "max", "loss": "min", ...},   # which direction is better, per metric
+      "primary": "top1",               # the metric that ranks methods
+      "reference": "smear" | null,     # the suite's reference method (paired comparisons)
+      "cells": {"<table>": [{"<key>": ..., "<metric>": ...}, ...]},  # per-cell results
+      "timings": {"train_s": ..., "eval_s": ..., "step_s": ..., "total_s": ...},
+      "params": {"total": ..., "active_per_token": ...},
+      "environment": {"python": ..., "torch": ..., "device": ..., "git_commit": ..., ...}
+    }
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the same object always gives the same text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """The content address of a resolved run configuration."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` to ``path`` so that readers see the old file or the whole new one, never a part.
+
+    The text goes to a temporary file in the same directory, is flushed and fsync'ed,
+    then renamed over ``path`` (atomic on POSIX and Windows).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def runs_dir(results_root: Path, suite: str) -> Path:
+    return Path(results_root) / suite / "runs"
+
+
+def record_path(results_root: Path, suite: str, key: str) -> Path:
+    return runs_dir(results_root, suite) / f"{key}.json"
+
+
+def read_records(results_root: Path, suite: str) -> list[dict[str, Any]]:
+    """Every record of a suite, sorted by key (temporary files of interrupted writes are ignored)."""
+    directory = runs_dir(results_root, suite)
+    if not directory.is_dir():
+        return []
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        with open(path, encoding="utf-8") as f:
+            records.append(json.load(f))
+    return sorted(records, key=lambda r: r["key"])
+
+
+def finished_keys(results_root: Path, suite: str) -> set[str]:
+    """Keys of the runs of a suite that finished successfully (their records have status "ok")."""
+    return {r["key"] for r in read_records(results_root, suite) if r.get("status") == "ok"}

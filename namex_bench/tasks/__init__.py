@@ -1,0 +1,25 @@
+"""Tasks: how a run trains and evaluates, by task type (``type:`` in a suite's ``tasks:``)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from .base import RunContext, TaskResult
+
+# task type → "module:function", imported on first use (tasks pull in heavy libraries)
+TASK_RUNNERS: dict[str, str] = {
+    "image_classification": "namex_bench.tasks.image_classification:run_image_classification",
+}
+
+
+def task_runner(task_type: str) -> Callable[..., TaskResult]:
+    """The function that executes runs of ``task_type``."""
+    try:
+        module, function = TASK_RUNNERS[task_type].split(":")
+    except KeyError:
+        raise ValueError(f"unknown task type {task_type!r}; known: {', '.join(TASK_RUNNERS)}") from None
+    return getattr(importlib.import_module(module), function)
+
+
+__all__ = ["TASK_RUNNERS", "RunContext", "TaskResult", "task_runner"]

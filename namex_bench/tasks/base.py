@@ -1,0 +1,30 @@
+"""What every task returns to the runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class RunContext:
+    """Where and how a run executes (not part of its identity)."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    limit: int | None = None
+
+
+@dataclass
+class TaskResult:
+    """``metrics`` (headline scalars), their ``goals`` ("max"/"min"), the ``primary`` metric,
+    per-cell tables, timings and parameter counts — the measured part of a run record."""
+
+    metrics: dict[str, float]
+    goals: dict[str, str]
+    primary: str
+    cells: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    params: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,80 @@
+"""Image classification: train a ViT-MoE (optionally) and report top-1, top-5 and loss."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..data.image_folder import hf_image_dataset, image_folder_dataset
+from ..data.limit import limit_dataset
+from ..data.mnist5k import load_mnist5k
+from ..models.moe_model import MoEModel, parameter_counts
+from ..models.registry import get_builder
+from ..suite.schema import ImageClassificationTask, MethodEntry, ModelEntry
+from . import distributed
+from .base import RunContext, TaskResult
+from .training import seed_everything, train
+
+
+def image_datasets(task: ImageClassificationTask) -> tuple[Dataset, Dataset, int, int, int]:
+    """``(train, test, num_classes, channels, image_size)`` for the task's data source."""
+    data = task.data
+    if data.source == "mnist5k":
+        train_set, test_set = load_mnist5k("train"), load_mnist5k("test")
+        return train_set, test_set, 10, 1, 28
+    if data.source == "imagefolder":
+        common = dict(image_size=data.image_size, mean=data.mean, std=data.std)
+        train_set = image_folder_dataset(data.root / data.train_dir, train=True, **common)
+        test_set = image_folder_dataset(data.root / data.test_dir, train=False, **common)
+        return train_set, test_set, len(train_set.classes), data.channels, data.image_size
+    common = dict(path=data.path, name=data.name, image_column=data.image_column, label_column=data.label_column,
+                  image_size=data.image_size, mean=data.mean, std=data.std, channels=data.channels)
+    train_set = hf_image_dataset(split=data.train_split, train=True, **common)
+    test_set = hf_image_dataset(split=data.test_split, train=False, **common)
+    return train_set, test_set, train_set.num_classes, data.channels, data.image_size
+
+
+@torch.no_grad()
+def evaluate_classifier(model: MoEModel, loader: DataLoader, device: torch.device, autocast_dtype, desc: str = "eval") -> dict[str, float]:
+    """Top-1 and top-5 accuracy and mean cross-entropy over every example (summed over ranks)."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct@1, correct@5, loss, count
+    for inputs, targets in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if distributed.is_main() else True):
+        inputs, targets = inputs.to(device), targets.to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(inputs).output.float()
+        k = min(5, logits.shape[-1])
+        top = logits.topk(k, dim=-1).indices
+        hits = top == targets.unsqueeze(-1)
+        sums += torch.stack([hits[:, 0].sum(), hits.any(-1).sum(), F.cross_entropy(logits, targets, reduction="sum"),
+                             torch.tensor(len(targets), device=device)]).double()
+    correct1, correct5, loss, count = distributed.all_sum(sums).tolist()
+    return {"top1": correct1 / count, "top5": correct5 / count, "loss": loss / count}
+
+
+def run_image_classification(task: ImageClassificationTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
+    train_set, test_set, num_classes, channels, image_size = image_datasets(task)
+    train_set, test_set = limit_dataset(train_set, ctx.limit), limit_dataset(test_set, ctx.limit)
+    seed_everything(seed)
+    builder = get_builder(model_entry.builder)
+    model = builder.build(builder.validate(model_entry.params), method.name, dict(method.options), num_classes, channels, image_size)
+    model.to(ctx.device)
+
+    batch = min(task.train.batch_size, len(train_set))
+    result = train(model, distributed.train_loader(train_set, batch, seed), task.train, F.cross_entropy, ctx.device, ctx.autocast_dtype)
+    start = time.perf_counter()
+    metrics = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size), ctx.device, ctx.autocast_dtype)
+    eval_s = time.perf_counter() - start
+    if result.steps:
+        metrics["train_loss"] = result.final_loss
+    return TaskResult(
+        metrics=metrics,
+        goals={"top1": "max", "top5": "max", "loss": "min", "train_loss": "min"},
+        primary="top1",
+        timings={"train_s": result.train_s, "eval_s": eval_s, "step_s": result.step_s, "train_steps": result.steps},
+        params=parameter_counts(model),
+    )

@@ -1,0 +1,118 @@
+"""The training loop every task shares.
+
+AdamW (weight decay on matrices only), linear warmup then cosine decay to
+``min_lr_ratio · lr``, gradient-norm clipping, bf16 autocast where the device supports
+it, the MoE auxiliary loss added to the task loss, and a non-finite loss stopping the
+run with an error (the runner records it as failed). Under ``torchrun`` the model is
+wrapped in DDP and every rank sees its own shard of each batch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..models.moe_model import MoEModel
+from ..suite.schema import TrainConfig
+from . import distributed
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and every GPU) random generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """``lr · step/warmup`` during warmup, then ``min + (lr − min)·½(1 + cos(π·progress))``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    low = cfg.lr * cfg.min_lr_ratio
+    return low + (cfg.lr - low) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_s: float
+    step_s: float
+    final_loss: float
+    mean_aux_loss: float
+
+
+def train(
+    model: MoEModel,
+    loader: DataLoader,
+    cfg: TrainConfig,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place for ``cfg.epochs`` passes over ``loader``."""
+    total = math.ceil(cfg.epochs * len(loader)) if cfg.epochs > 0 else 0
+    if total == 0:
+        return TrainResult(0, 0.0, 0.0, float("nan"), float("nan"))
+    net = distributed.wrap(model)
+    optimizer = make_optimizer(model, cfg)
+    model.train()
+    step, losses, aux_losses = 0, [], []
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=None if distributed.is_main() else True)
+    epoch = 0
+    while step < total:
+        distributed.set_epoch(loader, epoch)
+        for inputs, targets in loader:
+            if step >= total:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, cfg)
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                out = net(inputs)
+                task_loss = loss_fn(out.output.float(), targets)
+                loss = task_loss + out.aux_loss.float()
+            # Losses of the global batch (the mean over ranks): the logged losses do not depend
+            # on the number of processes, and a non-finite loss on any rank stops every rank at
+            # the same step (none is left waiting in DDP's gradient all-reduce).
+            world = distributed.world_size()
+            value, task_value, aux_value = (distributed.all_sum(torch.stack([loss, task_loss, out.aux_loss.float()]).detach()) / world).tolist()
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"non-finite training loss ({value}) at step {step} of {total}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            losses.append(task_value)
+            aux_losses.append(aux_value)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        epoch += 1
+    bar.close()
+    elapsed = time.perf_counter() - start
+    tail = losses[-max(1, len(losses) // 10) :]
+    return TrainResult(step, elapsed, elapsed / step, float(np.mean(tail)), float(np.mean(aux_losses)))

@@ -35,29 +35,32 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner.records import results_folder
     from .runner.runner import run_suite
     from .suite.expand import parse_shard
     from .suite.loader import load_suite
     from .tasks import distributed
 
     suite, path = load_suite(args.suite)
-    shard_spec = parse_shard(args.shard) if args.shard else None
+    shard_spec = parse_shard(args.shard) if args.shard is not None else None
     results = Path(args.results)
+    # smoke runs (--limit) keep their records apart, so they never mix with real ones in a leaderboard
+    folder = results_folder(suite.name, args.limit)
     try:
         summary = run_suite(suite, results, shard_spec=shard_spec, limit=args.limit, device=args.device, fail_fast=args.fail_fast)
     except KeyboardInterrupt:
-        print(f"namex-bench: interrupted; finished runs are kept in {results / suite.name / 'runs'} — rerun to resume", file=sys.stderr)
+        print(f"namex-bench: interrupted; finished runs are kept in {results / folder / 'runs'} — rerun to resume", file=sys.stderr)
         return 130
     if not distributed.is_main():
         return 0
     print(
         f"{suite.name}: {len(summary.finished)} runs finished, {summary.skipped} already done, "
-        f"{len(summary.failed)} failed (of {summary.total}); records in {results / suite.name / 'runs'}"
+        f"{len(summary.failed)} failed (of {summary.total}); records in {results / folder / 'runs'}"
     )
     for name in summary.failed:
         print(f"  failed: {name}")
     if not args.no_report:
-        written = _write_report(results, suite.name, None)
+        written = _write_report(results, folder, None)
         print(f"leaderboard: {written}")
     return 1 if summary.failed else 0
 

@@ -136,6 +136,8 @@ def test_paired_comparison_wins_follow_the_goal():
 def test_paired_comparison_degenerate_cases_give_no_nan():
     same = paired_comparison({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
     assert (same.mean_diff, same.ci95, same.p_value, same.ties) == (0.0, 0.0, 1.0, 2)
+    constant = paired_comparison({0: 0.75, 1: 1.0}, {0: 0.5, 1: 0.75})  # same non-zero difference: t undefined
+    assert (constant.mean_diff, constant.ci95, constant.p_value, constant.wins) == (0.25, 0.0, None, 2)
     one = paired_comparison({0: 1.0, 1: 2.0}, {1: 1.5})
     assert (one.n, one.mean_diff, one.ci95, one.p_value) == (1, 0.5, None, None)
     none = paired_comparison({0: 1.0}, {1: 1.0})

@@ -103,9 +103,10 @@ def paired_comparison(
     Seeds that only one side ran are dropped. With the differences ``d_i = m_i - r_i`` of
     the ``n`` matched seeds: ``mean_diff = mean(d)``, ``ci95 = t_{0.975, n-1} * sd(d) / sqrt(n)``
     and ``p_value`` from :func:`scipy.stats.ttest_rel` (two-sided). When every ``d_i`` is
-    the same the t statistic is degenerate: ``ci95`` is 0 and ``p_value`` is 1.0 if the
-    differences are all zero, 0.0 otherwise (the limit scipy also returns). With fewer
-    than two pairs ``ci95`` and ``p_value`` are ``None``.
+    the same the t statistic is degenerate: ``ci95`` is 0, and ``p_value`` is 1.0 if the
+    differences are all zero and ``None`` otherwise (a constant non-zero difference has
+    zero variance: the t-test is undefined, and claiming p → 0 from two seeds would
+    overstate the evidence). With fewer than two pairs ``ci95`` and ``p_value`` are ``None``.
 
     ``goal`` ("max" or "min") says which direction is better and decides wins and losses.
     """
@@ -126,7 +127,7 @@ def paired_comparison(
     if n == 1:
         return Paired(1, mean_diff, None, None, wins, losses, ties)
     if np.all(d == d[0]):
-        return Paired(n, mean_diff, 0.0, 1.0 if d[0] == 0 else 0.0, wins, losses, ties)
+        return Paired(n, mean_diff, 0.0, 1.0 if d[0] == 0 else None, wins, losses, ties)
     with warnings.catch_warnings():  # near-identical pairs: scipy warns about precision, the value stands
         warnings.simplefilter("ignore", RuntimeWarning)
         p_value = float(stats.ttest_rel(m, r).pvalue)

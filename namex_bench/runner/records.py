@@ -70,6 +70,12 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def results_folder(suite: str, limit: int | None) -> str:
+    """The folder of a suite's results under the results root: ``<suite>``, or
+    ``<suite>-limit<N>`` for ``--limit`` smoke runs, which never mix with real ones."""
+    return suite if limit is None else f"{suite}-limit{limit}"
+
+
 def runs_dir(results_root: Path, suite: str) -> Path:
     return Path(results_root) / suite / "runs"
 
@@ -85,8 +91,11 @@ def read_records(results_root: Path, suite: str) -> list[dict[str, Any]]:
         return []
     records = []
     for path in sorted(directory.glob("*.json")):
-        with open(path, encoding="utf-8") as f:
-            records.append(json.load(f))
+        try:
+            with open(path, encoding="utf-8") as f:
+                records.append(json.load(f))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"run record {path} is not valid JSON ({exc}); move it away and rerun that run") from None
     return sorted(records, key=lambda r: r["key"])
 
 

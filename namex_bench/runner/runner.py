@@ -23,7 +23,7 @@ from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
 from .environment import describe_environment
-from .records import SCHEMA_VERSION, finished_keys, record_path, write_json_atomic
+from .records import SCHEMA_VERSION, finished_keys, record_path, results_folder, write_json_atomic
 
 
 @dataclass
@@ -85,7 +85,8 @@ def run_suite(
     runs = expand(suite, limit)
     if shard_spec is not None:
         runs = shard(runs, *shard_spec)
-    done = finished_keys(results_root, suite.name)
+    folder = results_folder(suite.name, limit)
+    done = finished_keys(results_root, folder)
     todo = [r for r in runs if r.key not in done]
     summary = RunSummary(total=len(runs), skipped=len(runs) - len(todo))
     bar = tqdm(todo, desc=suite.name, unit="run", disable=None if distributed.is_main() else True)
@@ -93,7 +94,7 @@ def run_suite(
         bar.set_postfix_str(run.name)
         record = execute(run, suite, ctx)
         if distributed.is_main():
-            write_json_atomic(record_path(results_root, suite.name, run.key), record)
+            write_json_atomic(record_path(results_root, folder, run.key), record)
         distributed.barrier()
         if record["status"] == "ok":
             summary.finished.append(run.name)

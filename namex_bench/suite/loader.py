@@ -87,6 +87,13 @@ def _message(error: dict[str, Any], known_fields: list[str]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _first_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The error to report: the first, except that a misspelt required field (``seed:`` for
+    ``seeds:``) is reported as the unknown field, with its "did you mean", not as the missing one."""
+    missing = {tuple(e["loc"][:-1]) for e in errors if e["type"] == "missing"}
+    return next((e for e in errors if e["type"] == "extra_forbidden" and tuple(e["loc"][:-1]) in missing), errors[0])
+
+
 def _known_fields(loc: tuple[Any, ...]) -> list[str]:
     """Field names allowed next to the last part of ``loc``, for "did you mean" hints."""
     from . import schema
@@ -112,7 +119,7 @@ def load_suite(name_or_path: str) -> tuple[Suite, Path]:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        error = _first_error(exc.errors())
         loc = tuple(error["loc"])
         message = _message(error, _known_fields(loc))
         field = _field_path(loc)

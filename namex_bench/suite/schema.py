@@ -150,6 +150,20 @@ class Suite(Strict):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, device: str) -> str:
+        """A device torch can parse ("auto", "cpu", "cuda", "cuda:1", ...); whether this machine
+        has it is checked when the suite runs, so a GPU suite validates on a laptop."""
+        if device != "auto":
+            import torch
+
+            try:
+                torch.device(device)
+            except RuntimeError:
+                raise ValueError(f"invalid device {device!r} (auto, cpu, cuda, cuda:1, mps, ...)") from None
+        return device
+
     @model_validator(mode="after")
     def _unique_names(self) -> "Suite":
         for field, names in (

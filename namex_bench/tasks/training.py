@@ -97,8 +97,8 @@ def train(
             # Losses of the global batch (the mean over ranks): the logged losses do not depend
             # on the number of processes, and a non-finite loss on any rank stops every rank at
             # the same step (none is left waiting in DDP's gradient all-reduce).
-            world = distributed.world_size()
-            value, task_value, aux_value = (distributed.all_sum(torch.stack([loss, task_loss, out.aux_loss.float()]).detach()) / world).tolist()
+            local = torch.stack([loss, task_loss, out.aux_loss.float()]).detach()
+            value, task_value, aux_value = (distributed.all_sum(local) / distributed.world_size()).tolist()
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"non-finite training loss ({value}) at step {step} of {total}")
             optimizer.zero_grad(set_to_none=True)

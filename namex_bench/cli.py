@@ -141,6 +141,17 @@ def _cmd_bench_nbs(args: argparse.Namespace) -> None:
     _print_rows(rows, setup, args.json)
 
 
+def _cmd_bench_corruptions(args: argparse.Namespace) -> None:
+    from .bench.corruptions import run_corruption_bench
+    from .corruptions.engine import ALL_CORRUPTIONS
+
+    unknown = [n for n in args.names or () if n not in ALL_CORRUPTIONS]
+    if unknown:
+        raise UsageError(f"--names: unknown corruption(s) {', '.join(unknown)}; known: {', '.join(ALL_CORRUPTIONS)}")
+    rows, setup = run_corruption_bench(size=args.size, images=args.images, names=args.names, workers=args.workers)
+    _print_rows(rows, setup, args.json)
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -204,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     nbs.add_argument("--device", default="auto", help="where nash_bargaining runs (the reference is CPU-only)")
     nbs.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     nbs.set_defaults(func=_cmd_bench_nbs)
+
+    corruptions = bench_what.add_parser("corruptions", help="images/s per corruption: the serial imagecorruptions reference vs the engine on all cores")
+    corruptions.add_argument("--size", type=_positive, default=224, help="image side (default 224)")
+    corruptions.add_argument("--images", type=_positive, default=8, help="photographs per severity (default 8; ×5 severities)")
+    corruptions.add_argument("--names", nargs="+", metavar="CORRUPTION", help="corruptions to time (default: all 19)")
+    corruptions.add_argument("--workers", type=_positive, default=None, help="processes for the engine (default: all cores)")
+    corruptions.add_argument("--json", metavar="PATH", help="also write the table as JSON")
+    corruptions.set_defaults(func=_cmd_bench_corruptions)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Evaluation metrics: corruption errors and mCE, ImageNet-A/R class subsets."""

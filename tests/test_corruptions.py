@@ -214,3 +214,17 @@ def test_the_compatibility_layer_stays_inside_imagecorruptions():
         import pkg_resources  # noqa: F401
     except ImportError:
         assert "pkg_resources" not in sys.modules  # the stand-in existed only during the import
+
+
+def test_spatter_with_an_empty_liquid_mask_leaves_the_image_intact():
+    """On small images the reference's spatter can normalise an empty mask (0/0 → NaN and an
+    undefined uint8 cast, a black image); the engine treats it as no liquid."""
+    import warnings
+
+    from namex_bench.data.mnist5k import load_mnist5k
+
+    image = (load_mnist5k("test").tensors[0][224, 0] * 255).round().byte().numpy()  # a digit that triggers it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN cast warning may escape
+        out = corrupt(image, "spatter", 1, 224)
+    assert np.abs(out.astype(int) - image.astype(int)).max() <= 1

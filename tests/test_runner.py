@@ -148,9 +148,9 @@ def test_run_writes_one_complete_record_per_run_and_the_report(tmp_path, capsys)
         assert timings["total_s"] >= timings["train_s"] + timings["eval_s"]
         assert record["params"]["total"] >= record["params"]["active_per_token"] > 0
         metrics = record["metrics"]
-        assert set(metrics) == {"top1", "top5", "loss", "train_loss"}
+        assert set(metrics) == {"top1", "top5", "loss", "train_loss", "clean_error"}
         assert 0 <= metrics["top1"] <= metrics["top5"] <= 1 and metrics["loss"] > 0
-        assert record["goals"] == {"top1": "max", "top5": "max", "loss": "min", "train_loss": "min"}
+        assert record["goals"] == {"top1": "max", "top5": "max", "loss": "min", "train_loss": "min", "clean_error": "min"}
         assert record["primary"] == "top1"
 
     report = results / FOLDER

@@ -109,7 +109,7 @@ def corrupt_dataset(
     n = len(images)
     seeds = [image_seed(seed, i) for i in range(n)]
     out = np.empty_like(images)
-    bar = tqdm(total=n, desc=f"{name} s{severity}", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=n, desc=f"{name} s{severity}", unit="img", disable=None if progress else True, leave=False)
     workers = workers or os.cpu_count() or 1
     try:
         if executor is None and (workers == 1 or n <= 1):

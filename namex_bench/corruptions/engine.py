@@ -206,12 +206,19 @@ def rgb_to_gray(rgb: np.ndarray, name: str) -> np.ndarray:
 
 
 def _corrupt_rgb(rgb: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
-    with global_numpy_seed(int(seed)):
+    with global_numpy_seed(int(seed)), np.errstate(invalid="ignore"):
         if name in _COMPUTED_HERE:
             out = _COMPUTED_HERE[name](rgb, severity, int(seed))
         else:
             out = getattr(reference_module(), name)(Image.fromarray(rgb), severity)
-    out = np.uint8(np.asarray(out))
+    out = np.asarray(out)
+    if name == "spatter" and np.isnan(out).any():
+        # The reference normalises its liquid mask by the mask's maximum; on small images
+        # the thresholded mask can be empty (0/0 = NaN, then an undefined uint8 cast). An
+        # empty mask means no liquid: those pixels keep the image's own values, computed
+        # through the same x/255·255 arithmetic as the rest of the output.
+        out = np.where(np.isnan(out), (rgb / 255.0) * 255, out)
+    out = np.uint8(out)
     if out.shape != rgb.shape:  # never observed; would mean the reference changed its cropping
         raise RuntimeError(f"{name} severity {severity}: output shape {out.shape} differs from input {rgb.shape}")
     return out

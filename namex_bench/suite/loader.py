@@ -2,12 +2,15 @@
 
 A bad suite raises one :class:`SuiteError` naming the file, the field and (where the
 YAML parser knows it) the line. YAML is loaded with the safe loader, and no module
-is imported except those named in ``plugins:``.
+is imported except those named in ``plugins:``. String values may use ``${NAME}`` or
+``${NAME:-default}`` to take data paths from the environment.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,28 @@ def find_suite(name_or_path: str) -> Path:
                 return directory / f"{name_or_path}{suffix}"
     known = sorted({p.stem for d in candidates if d.is_dir() for p in d.glob("*.y*ml")})
     raise SuiteError(name_or_path, None, f"no suite of that name; known suites: {', '.join(known) or 'none'}")
+
+
+_ENV_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+def expand_environment(data: Any, path: Path, node: yaml.Node | None, loc: tuple = ()) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in string values by environment variables
+    (data paths differ between machines); an unset variable without a default is an error."""
+    if isinstance(data, dict):
+        return {k: expand_environment(v, path, node, (*loc, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_environment(v, path, node, (*loc, i)) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def substitute(match: re.Match) -> str:
+        value = os.environ.get(match["name"], match["default"])
+        if value is None:
+            raise SuiteError(path, _field_path(loc), f"environment variable {match['name']} is not set (and has no ${{{match['name']}:-default}})", _line_of(node, loc))
+        return value
+
+    return _ENV_VAR.sub(substitute, data)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -116,6 +141,7 @@ def load_suite(name_or_path: str) -> tuple[Suite, Path]:
         raise SuiteError(path, None, f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
     if not isinstance(data, dict):
         raise SuiteError(path, None, "a suite file is a YAML mapping (name:, methods:, models:, tasks:, seeds:, ...)")
+    data = expand_environment(data, path, node)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:

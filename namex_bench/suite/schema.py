@@ -114,8 +114,64 @@ class TrainConfig(Strict):
     betas: tuple[float, float] = (0.9, 0.999)
 
 
+class CorruptionEval(Strict):
+    """Evaluation under the ImageNet-C corruptions, generated (and cached) or read from disk.
+
+    ``corruptions``: ``all`` (15 benchmark + 4 extra), ``benchmark`` (the 15) or a list.
+    ``images``: per (corruption, severity), a fixed class-balanced subset of the test set
+    of this size (default: all of it). ``root``: the released ImageNet-C folders
+    (``<root>/<corruption>/<severity>/<wnid>/*``) instead of generating. ``alexnet``:
+    also report mCE and relative mCE normalised by AlexNet (ImageNet only).
+    """
+
+    corruptions: Literal["all", "benchmark"] | list[str] = "all"
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+    seed: NonNegativeInt = 0
+    images: PositiveInt | None = None
+    root: Path | None = None
+    alexnet: bool = False
+    workers: PositiveInt | None = None
+
+    @property
+    def names(self) -> list[str]:
+        from ..metrics.mce import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+
+        if self.corruptions == "all":
+            return [*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS]
+        if self.corruptions == "benchmark":
+            return list(BENCHMARK_CORRUPTIONS)
+        return list(self.corruptions)
+
+    @model_validator(mode="after")
+    def _check(self) -> "CorruptionEval":
+        from ..metrics.mce import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+
+        known = (*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS)
+        unknown = [c for c in self.names if c not in known]
+        if unknown:
+            raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        if self.alexnet and (not set(BENCHMARK_CORRUPTIONS) <= set(self.names) or sorted(self.severities) != [1, 2, 3, 4, 5]):
+            raise ValueError("alexnet normalisation needs the 15 benchmark corruptions at severities 1-5")
+        if self.root is not None and not self.root.is_dir():
+            raise ValueError(f"directory {self.root} does not exist")
+        return self
+
+
 class EvalConfig(Strict):
+    """Clean evaluation, and optionally corrupted (ImageNet-C style) and ImageNet-A/-R."""
+
     batch_size: PositiveInt = 256
+    corruptions: CorruptionEval | None = None
+    imagenet_a: Path | None = None  # the released ImageNet-A folder: <root>/<wnid>/*
+    imagenet_r: Path | None = None  # the released ImageNet-R folder: <root>/<wnid>/*
+
+    @model_validator(mode="after")
+    def _folders_exist(self) -> "EvalConfig":
+        for name in ("imagenet_a", "imagenet_r"):
+            folder = getattr(self, name)
+            if folder is not None and not folder.is_dir():
+                raise ValueError(f"{name}: directory {folder} does not exist")
+        return self
 
 
 class ImageClassificationTask(Strict):

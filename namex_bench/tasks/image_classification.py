@@ -17,6 +17,7 @@ from ..models.registry import get_builder
 from ..suite.schema import ImageClassificationTask, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
+from .robustness import base_dataset, corruption_metrics, evaluate_corruptions, evaluate_natural_shift
 from .training import seed_everything, train
 
 
@@ -68,13 +69,28 @@ def run_image_classification(task: ImageClassificationTask, model_entry: ModelEn
     result = train(model, distributed.train_loader(train_set, batch, seed), task.train, F.cross_entropy, ctx.device, ctx.autocast_dtype)
     start = time.perf_counter()
     metrics = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size), ctx.device, ctx.autocast_dtype)
-    eval_s = time.perf_counter() - start
+    metrics["clean_error"] = 1.0 - metrics["top1"]
     if result.steps:
         metrics["train_loss"] = result.final_loss
-    return TaskResult(
-        metrics=metrics,
-        goals={"top1": "max", "top5": "max", "loss": "min", "train_loss": "min"},
-        primary="top1",
-        timings={"train_s": result.train_s, "eval_s": eval_s, "step_s": result.step_s, "train_steps": result.steps},
-        params=parameter_counts(model),
-    )
+    eval_s = time.perf_counter() - start
+    cells = {}
+    timings = {"train_s": result.train_s, "eval_s": eval_s, "step_s": result.step_s, "train_steps": result.steps}
+    class_to_idx = getattr(base_dataset(train_set), "class_to_idx", None)  # the model's classes, by wnid
+    if task.eval.corruptions is not None:
+        start = time.perf_counter()
+        cells["corruptions"] = evaluate_corruptions(model, task, test_set, ctx, class_to_idx)
+        metrics.update(corruption_metrics(cells["corruptions"], task.eval.corruptions, metrics["clean_error"]))
+        timings["corruption_eval_s"] = time.perf_counter() - start
+    for prefix in ("imagenet_a", "imagenet_r"):
+        folder = getattr(task.eval, prefix)
+        if folder is not None:
+            metrics.update(evaluate_natural_shift(model, folder, task, test_set, ctx, class_to_idx, prefix))
+    return TaskResult(metrics=metrics, goals=GOALS, primary="top1", cells=cells, timings=timings, params=parameter_counts(model))
+
+
+GOALS = {
+    "top1": "max", "top5": "max", "loss": "min", "train_loss": "min", "clean_error": "min",
+    "corruption_error": "min", "corruption_error_all": "min", "mce": "min", "relative_mce": "min",
+    "imagenet_a_top1": "max", "imagenet_a_clean_top1": "max", "imagenet_r_top1": "max", "imagenet_r_clean_top1": "max",
+}
+

@@ -85,6 +85,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"{where}: the report is up to date with its records")
         return 0
     print(f"leaderboard: {_write_report(Path(args.results), args.suite, args.reference)}")
+    if args.readme:
+        from .report.write import update_readme
+
+        changed = update_readme(Path(args.readme), Path(args.results), args.suite, args.reference)
+        print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
     return 0
 
 
@@ -182,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", default="results", help="the results folder (default ./results)")
     report.add_argument("--reference", help="compare against this method instead of the suite's reference")
     report.add_argument("--check", action="store_true", help="write nothing; exit 1 if the tables on disk differ from what the records give")
+    report.add_argument("--readme", metavar="FILE", help="also rewrite the suite's generated leaderboard block in FILE (e.g. README.md)")
     report.set_defaults(func=_cmd_report)
 
     list_cmd = commands.add_parser("list", help="list registered things")

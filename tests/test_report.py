@@ -317,3 +317,8 @@ def test_a_suite_without_records_is_a_clear_error(tmp_path):
         write_report(tmp_path / "results", "empty")
     assert isinstance(error.value, NoRecordsError)
     assert str(tmp_path / "results" / "empty" / "runs") in str(error.value)
+
+
+def test_a_ci_of_floating_point_noise_counts_as_zero():
+    assert format_mean_ci(0.39, 9.8e-17) == "0.3900 ± 0"
+    assert format_mean_ci(0.39, 0.0043) == "0.3900 ± 0.0043"

@@ -7,6 +7,9 @@ or anything else of the machine that rendered it.
 
 The best row of a leaderboard is marked: a ``best`` column in CSV, ``**bold**`` in
 Markdown and ``\\textbf{}`` in LaTeX.
+
+A task/model with corruption cells also gets a robustness table
+(:mod:`.robustness`), rendered here in the same three formats.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pandas as pd
 from tabulate import Line, TableFormat, tabulate
 
 from .leaderboard import Leaderboard, PairedTable, Section, sections
+from .robustness import RobustnessTable, robustness_table
 
 __all__ = [
     "CSV_FLOAT_FORMAT",
@@ -31,6 +35,10 @@ __all__ = [
     "paired_latex",
     "paired_markdown",
     "render_leaderboard_markdown",
+    "robustness_csv",
+    "robustness_latex",
+    "robustness_markdown",
+    "robustness_section_markdown",
     "section_markdown",
 ]
 
@@ -117,8 +125,52 @@ def _goal_words(goal: str) -> str:
     return "higher is better" if goal == "max" else "lower is better"
 
 
-def section_markdown(section: Section, plots_dir: str | None = "plots") -> str:
-    """One task/model: the leaderboard, the paired comparison, the failed runs, the plot link."""
+def robustness_markdown(rob: RobustnessTable) -> str:
+    """The robustness table as a GitHub Markdown table."""
+    return _markdown_table(_display_rows(rob.table, rob.display_columns), rob.display_columns)
+
+
+def _robustness_caption(rob: RobustnessTable) -> str:
+    explained = {
+        "clean_error": "`clean error` is the top-1 error on clean data",
+        "corruption_error": "`mean CE` the mean error over the benchmark corruptions' cells (corruption × severity)",
+        "corruption_error_all": "`mean CE (all)` the same over every corruption, the extras included",
+        "relative_ce": f"`rel. CE vs {rob.relative_to}` the mean over benchmark corruptions of "
+        f"Σ_severity error / Σ_severity error of `{rob.relative_to}` on the same seed (1 = as robust as the reference)",
+        "mce": "`mCE` AlexNet-normalised",
+        "relative_mce": "`relative mCE` AlexNet-normalised, relative to the clean error",
+    }
+    parts = [explained[key] for key, _ in rob.summary_columns]
+    return (
+        "Top-1 error under corruption (lower is better). "
+        + "; ".join(parts)
+        + ". These are mean ± 95% CI over seeds; n is the number of seeds with corruption cells. "
+        "Each corruption's column is its error averaged over severities, then over seeds, printed without a CI "
+        "to keep the table readable (the CSV has every raw column)."
+    )
+
+
+def robustness_section_markdown(rob: RobustnessTable, plots_dir: str | None = "plots") -> str:
+    """The "Robustness" subsection of a task/model: caption, table, notes, plot links."""
+    lines = ["### Robustness", "", _robustness_caption(rob), "", robustness_markdown(rob), ""]
+    if rob.note:
+        lines += [rob.note, ""]
+    if rob.without_cells:
+        lines += ["No corruption cells (not in the table): " + ", ".join(f"`{m}`" for m in rob.without_cells) + ".", ""]
+    if plots_dir is not None:
+        stem = file_stem(rob.task, rob.model)
+        lines += [
+            f"![top-1 error by severity on {rob.task} / {rob.model}]({plots_dir}/{stem}__severity.png)",
+            "",
+            f"![mean CE on {rob.task} / {rob.model}]({plots_dir}/{stem}__mce.png)",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def section_markdown(section: Section, plots_dir: str | None = "plots", robustness: RobustnessTable | None = None) -> str:
+    """One task/model: the leaderboard, the paired comparison, the failed runs, the plot link,
+    then the robustness subsection when ``robustness`` is given."""
     lines = [f"## {section.task} / {section.model}", ""]
     board = section.leaderboard
     if board is None:
@@ -152,6 +204,8 @@ def section_markdown(section: Section, plots_dir: str | None = "plots") -> str:
     if board is not None and plots_dir is not None:
         stem = file_stem(section.task, section.model)
         lines += [f"![{board.primary} on {section.task} / {section.model}]({plots_dir}/{stem}.png)", ""]
+    if robustness is not None:
+        lines += [robustness_section_markdown(robustness, plots_dir)]
     return "\n".join(lines)
 
 
@@ -174,7 +228,10 @@ def render_leaderboard_markdown(
         "regenerate it from the records rather than editing it.",
         "",
     ]
-    body = [section_markdown(s, plots_dir) for s in sections(records, reference)]
+    body = [
+        section_markdown(s, plots_dir, robustness_table(records, s.task, s.model, reference) if s.leaderboard else None)
+        for s in sections(records, reference)
+    ]
     return "\n".join(head + body).rstrip("\n") + "\n"
 
 
@@ -193,6 +250,11 @@ def leaderboard_csv(board: Leaderboard) -> str:
 def paired_csv(paired: PairedTable) -> str:
     """Every column of the paired comparison (formatted and raw); empty when there is no table."""
     return "" if paired.table is None else _csv(paired.table)
+
+
+def robustness_csv(rob: RobustnessTable) -> str:
+    """Every column of the robustness table: formatted cells, raw mean/std/ci95 per column, raw mean per corruption."""
+    return _csv(rob.table)
 
 
 # --------------------------------------------------------------------------- LaTeX
@@ -246,3 +308,8 @@ def paired_latex(paired: PairedTable) -> str:
     if paired.table is None:
         return ""
     return _latex_table(_display_rows(paired.table, paired.display_columns), paired.display_columns)
+
+
+def robustness_latex(rob: RobustnessTable) -> str:
+    """The robustness table as a booktabs ``tabular``."""
+    return _latex_table(_display_rows(rob.table, rob.display_columns), rob.display_columns)

@@ -183,8 +183,9 @@ def format_mean_ci(
       ``91234.5 ± 123 -> "91230 ± 120"``;
     * without a CI (``ci`` is ``None``, e.g. one seed) the mean alone is printed with
       ``digits_without_ci`` (4) significant digits: ``0.98123 -> "0.9812"``;
-    * a CI of exactly 0 (every seed equal) bounds nothing: the mean gets 4 significant
-      digits and the interval prints as ``"± 0"``;
+    * a CI of 0 (every seed equal) bounds nothing: the mean gets 4 significant
+      digits and the interval prints as ``"± 0"``; a CI below ``1e-9 · max(1, |mean|)``
+      is floating-point noise between equal seeds and counts as 0;
     * a missing mean (``None``) prints as the empty string;
     * ``signed=True`` (for differences) prefixes a mean that prints non-zero and positive with ``+``.
 
@@ -199,6 +200,8 @@ def format_mean_ci(
         raise ValueError(f"mean must be finite, got {mean}")
     if ci is not None and (not math.isfinite(ci) or ci < 0):
         raise ValueError(f"ci must be a finite non-negative half-width, got {ci}")
+    if ci is not None and ci < 1e-9 * max(1.0, abs(mean)):
+        ci = 0.0
     if ci is None or ci == 0:
         text = format_significant(mean, digits_without_ci)
         suffix = "" if ci is None else f"{separator}0"

@@ -41,3 +41,12 @@ def test_readme_example_runs(index, tmp_path):
         [sys.executable, "-c", SNIPPETS[index]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, f"README example {index} failed:\n{SNIPPETS[index]}\n{result.stderr}"
+
+
+def test_readme_embeds_the_current_quickstart_leaderboard():
+    """The README's quickstart block is what the committed records give (regenerate it with
+    `namex-bench report quickstart --readme README.md`)."""
+    from namex_bench.report.write import readme_block
+
+    root = README.parent / "results"
+    assert readme_block(root, "quickstart") in README.read_text()

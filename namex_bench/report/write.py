@@ -24,11 +24,9 @@ a task/model without a successful run only gets its section in ``leaderboard.md`
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-from ..runner.records import read_records, runs_dir
+from ..runner.records import read_records, runs_dir, write_bytes_atomic
 from .leaderboard import sections
 from .plots import mean_ce_png, primary_metric_png, severity_png
 from .render import (
@@ -59,17 +57,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     path = Path(path)
     if path.is_file() and path.read_bytes() == data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
     return True
 
 

@@ -49,25 +49,30 @@ def run_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` to ``path`` so that readers see the old file or the whole new one, never a part.
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
 
-    The text goes to a temporary file in the same directory, is flushed and fsync'ed,
+    The bytes go to a temporary file in the same directory, are flushed and fsync'ed,
     then renamed over ``path`` (atomic on POSIX and Windows).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON with sorted keys, written with :func:`write_bytes_atomic`."""
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def results_folder(suite: str, limit: int | None) -> str:

@@ -62,17 +62,22 @@ class Mnist5kData(Strict):
     source: Literal["mnist5k"]
 
 
-class ImageFolderData(Strict):
+class ImagePreprocessing(Strict):
+    """Resize/crop to ``image_size`` and normalise (ImageNet's mean and std by default)."""
+
+    image_size: PositiveInt = 224
+    channels: Literal[1, 3] = 3
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+
+class ImageFolderData(ImagePreprocessing):
     """``root/<train_dir>/<class>/*`` and ``root/<test_dir>/<class>/*`` on disk."""
 
     source: Literal["imagefolder"]
     root: Path
     train_dir: str = "train"
     test_dir: str = "val"
-    image_size: PositiveInt = 224
-    channels: Literal[1, 3] = 3
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
     @model_validator(mode="after")
     def _root_exists(self) -> "ImageFolderData":
@@ -82,7 +87,7 @@ class ImageFolderData(Strict):
         return self
 
 
-class HFImageData(Strict):
+class HFImageData(ImagePreprocessing):
     """An image classification dataset through HF ``datasets.load_dataset``."""
 
     source: Literal["hf"]
@@ -92,10 +97,6 @@ class HFImageData(Strict):
     test_split: str = "validation"
     image_column: str = "image"
     label_column: str = "label"
-    image_size: PositiveInt = 224
-    channels: Literal[1, 3] = 3
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
 
 ImageData = Annotated[Union[Mnist5kData, ImageFolderData, HFImageData], Field(discriminator="source")]

@@ -49,7 +49,10 @@ class PassHolder:
 
 
 class MoESlot(nn.Module):
-    """Stands where a dense FFN stood: ``y = MoE(x)`` within the model's current pass."""
+    """Stands where a dense FFN stood: ``y = MoE(x)`` within the model's current pass.
+
+    Inputs ``[B, ..., d]`` (e.g. channels-last ``[B, H, W, d]`` feature maps) are run as
+    ``[B, T, d]`` token sequences and reshaped back."""
 
     def __init__(self, layer: MoELayer, passes: PassHolder):
         super().__init__()
@@ -60,11 +63,11 @@ class MoESlot(nn.Module):
         current = self._passes.current
         if current is None:
             raise RuntimeError("an MoE layer ran outside MoEModel.forward: call the wrapping MoEModel, not its backbone")
-        out = self.layer(x, current.state, current.padding_mask)
+        out = self.layer(x.reshape(x.shape[0], -1, x.shape[-1]), current.state, current.padding_mask)
         current.state = out.state
         current.aux_loss = current.aux_loss + out.aux_loss
         current.stats.append(out.stats)
-        return out.y
+        return out.y.reshape(x.shape)
 
 
 @dataclass

@@ -1,10 +1,13 @@
-"""ViT-MoE: a timm Vision Transformer whose MLP blocks are MoE layers.
+"""ViT-MoE: a timm Vision Transformer (or any timm model with ``Mlp`` blocks) whose MLPs are MoE layers.
 
-Every block, or every other block as in V-MoE (blocks 1, 3, 5, …), gets an MoE layer in
-place of its ``Mlp``. From scratch, the experts are initialised independently (timm's
-``trunc_normal(0.02)``); from a dense checkpoint (a local file, or timm's pretrained
-weights where the hub is reachable) the experts are upcycled: copies of the dense MLP,
-optionally with relative noise.
+Every MLP, or every other one as in V-MoE (the 2nd, 4th, …), in the order the model
+runs them, becomes an MoE layer. By default the model is a ViT built from the params
+below; ``timm_model`` names any timm architecture whose blocks use timm's ``Mlp`` or
+``SwiGLU`` with linear layers (ViT, DeiT, Swin, ConvNeXt with ``conv_mlp: false``, …;
+1×1-convolution MLPs are refused with a clear error). From scratch, the experts
+are initialised independently (timm's ``trunc_normal(0.02)``); from a dense checkpoint
+(a local file, or timm's pretrained weights where the hub is reachable) the experts are
+upcycled: copies of the dense MLP, optionally with relative noise.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class VitMoEParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timm_model: str | None = None  # a timm architecture name (e.g. vit_small_patch16_224); else the fields below
+    timm_kwargs: dict = Field(default_factory=dict)  # extra arguments of timm.create_model (e.g. {conv_mlp: false})
     pretrained: bool = False  # timm's pretrained dense weights (needs the hub)
     checkpoint: Path | None = None  # a local dense timm checkpoint (state dict) to upcycle
     patch_size: PositiveInt = 4
@@ -56,14 +60,41 @@ def moe_block_indices(depth: int, which: str) -> list[int]:
     return list(range(depth)) if which == "every" else list(range(depth - 1, -1, -2))[::-1]
 
 
+def dense_mlps(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
+    """``(parent, attribute, mlp)`` for every timm ``Mlp``/``SwiGLU`` of ``model``, in module order."""
+    from timm.layers import Mlp, SwiGLU
+
+    found = []
+    for name, module in model.named_modules():
+        for attribute, child in module.named_children():
+            if isinstance(child, (Mlp, SwiGLU)):
+                found.append((module, attribute, child))
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no timm Mlp or SwiGLU blocks to turn into MoE layers")
+    return found
+
+
+def _create_timm(name: str, pretrained: bool, **kwargs):
+    """``timm.create_model``; ``img_size`` goes only to architectures that take it (ViTs do, CNNs do not)."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:
+        if "img_size" not in str(exc):
+            raise
+        kwargs.pop("img_size")
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
 @register_builder("vit_moe", VitMoEParams)
 def build_vit_moe(params: VitMoEParams, method: str, method_options: dict, num_classes: int, in_chans: int, img_size: int) -> MoEModel:
-    """A timm ViT with MoE MLP blocks (every block or every other)."""
+    """A timm ViT (or any timm model with Mlp blocks) with MoE MLPs (every one or every other)."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
     if params.timm_model:
-        vit = timm.create_model(params.timm_model, pretrained=params.pretrained, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+        vit = _create_timm(params.timm_model, params.pretrained, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **params.timm_kwargs)
     else:
         vit = VisionTransformer(
             img_size=img_size, patch_size=params.patch_size, in_chans=in_chans, num_classes=num_classes,
@@ -79,19 +110,21 @@ def build_vit_moe(params: VitMoEParams, method: str, method_options: dict, num_c
     method_cls = get_method(method)
     pooling = params.pooling or ("token" if "token" in method_cls.pooling_units else "image")
     passes = PassHolder()
-    for moe_index, block_index in enumerate(moe_block_indices(len(vit.blocks), params.moe_blocks)):
-        block = vit.blocks[block_index]
+    mlps = dense_mlps(vit)
+    for moe_index, mlp_index in enumerate(moe_block_indices(len(mlps), params.moe_blocks)):
+        parent, attribute, dense = mlps[mlp_index]
         options = dict(
-            method_options=method_options, top_k=params.top_k, pooling=pooling, num_prefix_tokens=vit.num_prefix_tokens,
-            aux_loss=params.aux_loss, aux_loss_coef=params.aux_loss_coef, noisy_gating=params.noisy_gating, moe_index=moe_index,
+            method_options=method_options, top_k=params.top_k, pooling=pooling,
+            num_prefix_tokens=getattr(vit, "num_prefix_tokens", 0), aux_loss=params.aux_loss,
+            aux_loss_coef=params.aux_loss_coef, noisy_gating=params.noisy_gating, moe_index=moe_index,
         )
         if from_dense:
-            layer = upcycle(block.mlp, params.num_experts, method, noise_std=params.upcycle_noise, **options)
+            layer = upcycle(dense, params.num_experts, method, noise_std=params.upcycle_noise, **options)
         else:
-            spec, _ = dense_ffn_params(block.mlp)
+            spec, _ = dense_ffn_params(dense)
             layer = MoELayer(spec, params.num_experts, method, **options)
             for bank in (layer.experts, layer.base):
                 if isinstance(bank, ExpertBank):
                     bank.reset_parameters(init_std=0.02)
-        block.mlp = MoESlot(layer, passes)
+        setattr(parent, attribute, MoESlot(layer, passes))
     return MoEModel(vit, passes)

@@ -448,3 +448,27 @@ def test_corrupt_record_is_named_in_the_error(tmp_path):
     (runs / "0123456789abcdef.json").write_text("{not json")
     with pytest.raises(ValueError, match="0123456789abcdef.json"):
         read_records(tmp_path, "tiny")
+
+
+def test_a_changed_configuration_supersedes_the_old_record(tmp_path, capsys):
+    """Rerunning after a configuration change keeps one record per run in runs/ (the old one
+    moves to runs/superseded/), so the report never sees the same method and seed twice."""
+    results = tmp_path / "results"
+    assert run(write_suite(tmp_path / "a", methods=("smear",), seeds=(0,), lr="1.0e-3"), results) == 0
+    [old] = record_files(results)
+    assert run(write_suite(tmp_path / "a", methods=("smear",), seeds=(0,), lr="2.0e-3"), results) == 0
+    [new] = record_files(results)
+    assert new != old
+    assert (results / FOLDER / "runs" / "superseded" / f"{old}.json").is_file()
+    assert "moved to" in capsys.readouterr().out
+    assert (results / FOLDER / "leaderboard.md").is_file()
+
+
+def test_committed_quickstart_records_are_the_suites_current_runs():
+    """If code or suite changes alter a run's resolved configuration, the committed records no
+    longer match and `namex-bench run quickstart` would redo them: regenerate results/quickstart."""
+    root = Path(__file__).resolve().parents[1]
+    suite, _ = load_suite(str(root / "suites" / "quickstart.yaml"))
+    expected = {r.key for r in expand(suite)}
+    committed = {p.stem for p in (root / "results" / "quickstart" / "runs").glob("*.json")}
+    assert committed == expected, "results/quickstart is stale: rerun `namex-bench run quickstart` into a fresh folder and commit it"

@@ -1,7 +1,9 @@
 """The resumable runner: execute a suite's runs, write one record per finished run.
 
 A run whose record exists with status "ok" is skipped, so rerunning a suite resumes
-it; a failed run is recorded with its error and run again next time. Records are
+it; a failed run is recorded with its error and run again next time. When a run's
+configuration changes (an option, a default of the code), its new record supersedes the
+old one, which is moved to ``runs/superseded/``. Records are
 written atomically, so stopping the runner at any moment (Ctrl-C, SIGKILL) loses no
 finished run and leaves no partial record. Under ``torchrun`` every rank executes
 every run together (data parallel) and only rank 0 writes.
@@ -23,7 +25,7 @@ from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
 from .environment import describe_environment
-from .records import SCHEMA_VERSION, finished_keys, record_path, results_folder, write_json_atomic
+from .records import SCHEMA_VERSION, finished_keys, record_path, results_folder, supersede, write_json_atomic
 
 
 @dataclass
@@ -95,6 +97,9 @@ def run_suite(
         record = execute(run, suite, ctx)
         if distributed.is_main():
             write_json_atomic(record_path(results_root, folder, run.key), record)
+            if record["status"] == "ok":
+                for path in supersede(results_root, folder, record):
+                    tqdm.write(f"run {run.name}: its record of an older configuration moved to {path}")
         distributed.barrier()
         if record["status"] == "ok":
             summary.finished.append(run.name)

@@ -48,6 +48,14 @@ class NoRecordsError(FileNotFoundError):
     """The suite has no run records to report on."""
 
 
+def suite_records(results_root: Path, suite: str) -> list:
+    """The suite's run records; :class:`NoRecordsError` when it has none."""
+    records = read_records(results_root, suite)
+    if not records:
+        raise NoRecordsError(f"no run records for suite {suite!r} in {runs_dir(results_root, suite)}; run the suite first")
+    return records
+
+
 def write_if_changed(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` atomically (temporary file + rename) unless it already holds them.
 
@@ -107,9 +115,7 @@ def write_report(results_root: Path, suite: str, reference: str | None = None) -
     suite has no records.
     """
     results_root = Path(results_root)
-    records = read_records(results_root, suite)
-    if not records:
-        raise NoRecordsError(f"no run records for suite {suite!r} in {runs_dir(results_root, suite)}; run the suite first")
+    records = suite_records(results_root, suite)
     out = results_root / suite
     files = report_files(records, reference)
     # leaderboard.md last: it never links to a plot that is not there yet
@@ -126,9 +132,7 @@ def check_report(results_root: Path, suite: str, reference: str | None = None) -
     their bytes depend on the matplotlib and FreeType build that drew them.
     """
     results_root = Path(results_root)
-    records = read_records(results_root, suite)
-    if not records:
-        raise NoRecordsError(f"no run records for suite {suite!r} in {runs_dir(results_root, suite)}; run the suite first")
+    records = suite_records(results_root, suite)
     out = results_root / suite
     stale = []
     for name, data in sorted(report_files(records, reference, plots=False).items()):
@@ -146,9 +150,7 @@ def readme_block(results_root: Path, suite: str, reference: str | None = None) -
     """The suite's leaderboard as a block for a README at the repository root: headings
     two levels down, plot links pointing into ``results/<suite>/plots``."""
     results_root = Path(results_root)
-    records = read_records(results_root, suite)
-    if not records:
-        raise NoRecordsError(f"no run records for suite {suite!r} in {runs_dir(results_root, suite)}; run the suite first")
+    records = suite_records(results_root, suite)
     text = render_leaderboard_markdown(records, reference, plots_dir=f"{results_root.name}/{suite}/plots")
     lines = ["##" + line if line.startswith("#") else line for line in text.strip().splitlines()]
     return "\n".join([README_BEGIN.format(suite=suite), *lines, README_END.format(suite=suite)])

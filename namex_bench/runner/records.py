@@ -109,16 +109,15 @@ def finished_keys(results_root: Path, suite: str) -> set[str]:
     return {r["key"] for r in read_records(results_root, suite) if r.get("status") == "ok"}
 
 
-def supersede(results_root: Path, suite: str, record: dict[str, Any]) -> list[Path]:
-    """Move the records of the same run (same ``name``) with another key — an older
-    configuration of it — to ``runs/superseded/``, so that a suite's leaderboard never
-    counts a run twice and nothing is deleted. Returns the new paths."""
+def supersede(results_root: Path, suite: str, keys: set[str]) -> list[Path]:
+    """Move the records with these ``keys`` — older configurations of a run that has just
+    got a new record — to ``runs/superseded/``, so that a suite's leaderboard never counts
+    a run twice and nothing is deleted. Returns the new paths, sorted."""
     directory = runs_dir(results_root, suite)
     moved = []
-    for other in read_records(results_root, suite):
-        if other.get("name") == record["name"] and other["key"] != record["key"]:
-            target = directory / "superseded" / f"{other['key']}.json"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(directory / f"{other['key']}.json", target)
-            moved.append(target)
+    for key in sorted(keys):
+        target = directory / "superseded" / f"{key}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(directory / f"{key}.json", target)
+        moved.append(target)
     return moved

@@ -25,7 +25,7 @@ from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
 from .environment import describe_environment
-from .records import SCHEMA_VERSION, finished_keys, record_path, results_folder, supersede, write_json_atomic
+from .records import SCHEMA_VERSION, read_records, record_path, results_folder, supersede, write_json_atomic
 
 
 @dataclass
@@ -88,7 +88,11 @@ def run_suite(
     if shard_spec is not None:
         runs = shard(runs, *shard_spec)
     folder = results_folder(suite.name, limit)
-    done = finished_keys(results_root, folder)
+    existing = read_records(results_root, folder)
+    done = {r["key"] for r in existing if r.get("status") == "ok"}
+    keys_by_name: dict[str, set[str]] = {}
+    for r in existing:
+        keys_by_name.setdefault(r["name"], set()).add(r["key"])
     todo = [r for r in runs if r.key not in done]
     summary = RunSummary(total=len(runs), skipped=len(runs) - len(todo))
     bar = tqdm(todo, desc=suite.name, unit="run", disable=None if distributed.is_main() else True)
@@ -98,7 +102,7 @@ def run_suite(
         if distributed.is_main():
             write_json_atomic(record_path(results_root, folder, run.key), record)
             if record["status"] == "ok":
-                for path in supersede(results_root, folder, record):
+                for path in supersede(results_root, folder, keys_by_name.get(run.name, set()) - {run.key}):
                     tqdm.write(f"run {run.name}: its record of an older configuration moved to {path}")
         distributed.barrier()
         if record["status"] == "ok":

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
 from ..corruptions.cache import CorruptionCache, images_sha256
-from ..data.limit import dataset_labels, limit_order
+from ..data.limit import dataset_labels, limit_dataset
 from ..metrics.imagenet_subsets import restricted_predictions
 from ..metrics.mce import ALEXNET_ERRORS, BENCHMARK_CORRUPTIONS, mce, mean_corruption_error, relative_mce
 from ..models.moe_model import MoEModel
@@ -50,8 +50,8 @@ class EvalImages:
 def eval_images(task: ImageClassificationTask, test_set: Dataset, max_images: int | None) -> EvalImages:
     """The task's test images before normalisation, optionally a fixed class-balanced subset."""
     data = task.data
-    labels = dataset_labels(test_set)
-    keep = np.arange(len(test_set)) if max_images is None else np.sort(limit_order(labels, len(test_set), seed=0)[:max_images])
+    test_set = limit_dataset(test_set, max_images)
+    keep = np.arange(len(test_set))
     if data.source == "mnist5k":
         base, indices = _unwrap(test_set, keep)
         images = (base.tensors[0][indices, 0] * 255).round().to(torch.uint8).numpy()
@@ -119,8 +119,7 @@ def evaluate_corruptions(model: MoEModel, task: ImageClassificationTask, test_se
     cfg: CorruptionEval = task.eval.corruptions
     cells = []
     if cfg.root is None:
-        max_images = min(filter(None, (cfg.images, ctx.limit)), default=None)
-        source = eval_images(task, test_set, max_images)
+        source = eval_images(task, test_set, cfg.images)  # test_set is already cut to --limit
         digest = images_sha256(source.images)
         with CorruptionCache() as cache:
             for name in cfg.names:
@@ -164,16 +163,16 @@ def _released_folder(folder, task: ImageClassificationTask, class_to_idx: dict[s
     data = task.data
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(data.mean, data.std)])
     dataset = datasets.ImageFolder(str(folder), transform=transform)
-    dataset.target_transform = _wnid_mapping(dataset.classes, class_to_idx, folder)
-    return dataset if limit is None else Subset(dataset, sorted(limit_order(np.asarray(dataset.targets), len(dataset), seed=0)[:limit]))
+    dataset.target_transform = _model_classes(dataset.classes, class_to_idx, folder).__getitem__
+    return limit_dataset(dataset, limit)
 
 
-def _wnid_mapping(classes: list[str], class_to_idx: dict[str, int], folder) -> callable:
+def _model_classes(classes: list[str], class_to_idx: dict[str, int], folder) -> list[int]:
+    """The model's class index of each of a folder's wnid classes (all must be the model's)."""
     unknown = [c for c in classes if c not in class_to_idx]
     if unknown:
         raise ValueError(f"{folder}: classes not among the model's: {', '.join(unknown[:5])}")
-    table = [class_to_idx[c] for c in classes]
-    return table.__getitem__
+    return [class_to_idx[c] for c in classes]
 
 
 def evaluate_natural_shift(model: MoEModel, folder, task: ImageClassificationTask, test_set: Dataset, ctx: RunContext,
@@ -188,12 +187,8 @@ def evaluate_natural_shift(model: MoEModel, folder, task: ImageClassificationTas
         raise ValueError(f"{prefix} needs a model trained on an imagefolder dataset with wnid classes")
     data = task.data
     shifted = datasets.ImageFolder(str(folder), transform=image_transform(data.image_size, False, data.mean, data.std, data.channels))
-    subset = [class_to_idx[c] for c in shifted.classes if c in class_to_idx]
-    if len(subset) != len(shifted.classes):
-        missing = [c for c in shifted.classes if c not in class_to_idx]
-        raise ValueError(f"{folder}: classes not among the model's: {', '.join(missing[:5])}")
-    if ctx.limit is not None:
-        shifted = Subset(shifted, sorted(limit_order(np.asarray(shifted.targets), len(shifted), seed=0)[: ctx.limit]))
+    subset = _model_classes(shifted.classes, class_to_idx, folder)
+    shifted = limit_dataset(shifted, ctx.limit)
     correct, total = _correct(model, distributed.eval_loader(shifted, task.eval.batch_size), ctx, subset)
     position = {index: i for i, index in enumerate(subset)}
     labels = dataset_labels(test_set)

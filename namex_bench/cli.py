@@ -28,8 +28,9 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 
     suite, path = load_suite(args.suite)
     runs = expand(suite)
+    pairs = sum(len(suite.task_models(t)) for t in suite.tasks)
     print(
-        f"{path}: OK — {len(suite.methods)} methods × {len(suite.models)} models × {len(suite.tasks)} tasks × "
+        f"{path}: OK — {len(suite.methods)} methods × {pairs} task/model pairs ({len(suite.tasks)} tasks, {len(suite.models)} models) × "
         f"{len(suite.seeds)} seeds = {len(runs)} runs"
     )
 

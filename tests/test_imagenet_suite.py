@@ -51,7 +51,7 @@ def stand_in(tmp_path, monkeypatch):
 
 def test_imagenet_suite_validates_on_the_stand_in(stand_in, capsys):
     assert main(["validate", str(SUITE)]) == 0
-    assert "7 methods × 1 models × 1 tasks × 3 seeds = 21 runs" in capsys.readouterr().out
+    assert "7 methods × 1 task/model pairs (1 tasks, 1 models) × 3 seeds = 21 runs" in capsys.readouterr().out
 
 
 def test_imagenet_suite_needs_its_data_paths(monkeypatch, capsys):

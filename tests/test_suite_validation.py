@@ -82,7 +82,7 @@ def test_the_tiny_suite_is_valid(tmp_path, capsys):
     path.write_text(TINY)
     code, out, err = validate(path, capsys)
     assert code == 0, err
-    assert "OK" in out and "2 methods × 1 models × 1 tasks × 2 seeds = 4 runs" in out
+    assert "OK" in out and "2 methods × 1 task/model pairs (1 tasks, 1 models) × 2 seeds = 4 runs" in out
 
 
 def _imagefolder(tmp_path: Path) -> str:
@@ -206,7 +206,8 @@ def test_python_tags_are_rejected_and_nothing_runs(tmp_path, capsys):
 def test_quickstart_suite_is_valid(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     spec = yaml.safe_load((REPO / "suites" / "quickstart.yaml").read_text())
-    runs = len(spec["methods"]) * len(spec["models"]) * len(spec["tasks"]) * len(spec["seeds"])
+    pairs = sum(len(task.get("models") or spec["models"]) for task in spec["tasks"])  # each task runs on its models
+    runs = len(spec["methods"]) * pairs * len(spec["seeds"])
     for name in ("suites/quickstart.yaml", "quickstart"):
         code, out, err = validate(name, capsys)
         assert code == 0, err

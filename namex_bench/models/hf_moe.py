@@ -36,6 +36,8 @@ DeepSeek-V2     softmax over all logits, top-k (``greedy``, or ``group_limited_g
                 only experts in the ``topk_group`` best of ``n_group`` groups, a group
                 scored by its best expert), never renormalised (``transformers`` ignores
                 ``norm_topk_prob`` for V2), routed output × ``routed_scaling_factor``
+DeepSeek-MoE    (remote code, ``model_type: deepseek``) softmax, greedy top-k, renormalised
+                only if ``norm_topk_prob``
 ==============  =========================================================================
 
 Group-limited selection is a constraint on sparse dispatch: with dense routing
@@ -74,7 +76,7 @@ from ..moe.experts import ExpertParams, ExpertSpec
 from ..moe.layer import MoELayer
 from ..moe.router import Router, Routing, at_least_float32
 from ..moe.upcycle import dense_ffn_params, identify_activation
-from .moe_model import ModelOutput, MoEModel, MoESlot, PassHolder
+from .moe_model import MoEModel, MoESlot, PassHolder
 
 __all__ = ["HFMoEBlock", "HFMoEModel", "HFRouter", "HFRouting", "SharedExpertBranch", "adapt_moe_llm", "find_moe_blocks", "routing_from_config"]
 
@@ -105,6 +107,8 @@ def routing_from_config(config: Any) -> HFRouting:
         return HFRouting(k, normalize_top_k=True)
     if kind in ("qwen2_moe", "olmoe"):
         return HFRouting(k, normalize_top_k=bool(config.norm_topk_prob))
+    if kind == "deepseek":  # DeepSeek-MoE (remote code): softmax, greedy top-k, renormalised if norm_topk_prob
+        return HFRouting(k, normalize_top_k=bool(getattr(config, "norm_topk_prob", False)))
     if kind == "deepseek_v2":
         method = getattr(config, "topk_method", "greedy") or "greedy"
         if method == "greedy":
@@ -115,7 +119,7 @@ def routing_from_config(config: Any) -> HFRouting:
             raise ValueError(f"DeepSeek-V2 topk_method {method!r} is not supported (greedy, group_limited_greedy)")
         return HFRouting(k, normalize_top_k=False, routed_scaling_factor=float(config.routed_scaling_factor), group_limited=group)
     raise ValueError(
-        f"no routing rule for model_type {kind!r} (known: mixtral, qwen2_moe, olmoe, deepseek_v2); pass routing=HFRouting(...)"
+        f"no routing rule for model_type {kind!r} (known: mixtral, qwen2_moe, olmoe, deepseek_v2, deepseek); pass routing=HFRouting(...)"
     )
 
 
@@ -231,20 +235,11 @@ class HFMoEModel(MoEModel):
     serves as the MoE layers' ``padding_mask`` unless one is given.
     """
 
+    tokenizer: Any = None  # set by the model builders; lm-eval and the LM tasks read it
+
     @property
     def config(self) -> Any:
         return self.backbone.config
-
-    def forward(self, *args, padding_mask: Tensor | None = None, **kwargs) -> ModelOutput:
-        mask = kwargs.get("attention_mask")
-        if padding_mask is None and isinstance(mask, Tensor) and mask.dim() == 2:
-            padding_mask = mask.bool()
-        with self._passes.open(padding_mask) as current:
-            output = self.backbone(*args, **kwargs)
-        aux = current.aux_loss
-        if not isinstance(aux, Tensor):
-            aux = torch.zeros((), device=next(self.backbone.parameters()).device)
-        return ModelOutput(output, aux, current.stats)
 
 
 # --------------------------------------------------------------------------- reading blocks

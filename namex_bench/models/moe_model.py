@@ -93,10 +93,54 @@ class MoEModel(nn.Module):
         return [m.layer for m in self.backbone.modules() if isinstance(m, MoESlot)]
 
     def forward(self, *args, padding_mask: Tensor | None = None, **kwargs) -> ModelOutput:
+        """Run the backbone in one pass; a 2-D ``attention_mask`` keyword (``transformers``
+        models) is the MoE layers' ``padding_mask`` unless one is given."""
+        mask = kwargs.get("attention_mask")
+        if padding_mask is None and isinstance(mask, Tensor) and mask.dim() == 2:
+            padding_mask = mask.bool()
         with self._passes.open(padding_mask) as current:
             output = self.backbone(*args, **kwargs)
-        aux = current.aux_loss if isinstance(current.aux_loss, Tensor) else torch.zeros((), device=output.device)
+        aux = current.aux_loss
+        if not isinstance(aux, Tensor):
+            aux = torch.zeros((), device=next(self.backbone.parameters()).device)
         return ModelOutput(output, aux, current.stats)
+
+    @contextmanager
+    def standalone(self) -> Iterator[nn.Module]:
+        """Let code that knows only the backbone (e.g. lm-eval's ``HFLM``) call it directly.
+
+        While active, each direct call of ``self.backbone`` runs in a :class:`ForwardPass`
+        of its own, opened by a forward pre-hook and closed by a forward hook (also when
+        the call raises); a 2-D ``attention_mask`` keyword argument is the MoE layers'
+        padding mask, as in :meth:`forward`. Calls made through :meth:`forward` (a pass
+        is already open) are left alone. The auxiliary loss and stats of direct calls are
+        discarded. Yields the backbone; the hooks are removed on exit.
+        """
+        opened: list = []  # per backbone call in progress: the context of the pass it opened, or None
+
+        def open_pass(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if self._passes.current is not None:
+                opened.append(None)
+                return
+            mask = kwargs.get("attention_mask")
+            context = self._passes.open(mask.bool() if isinstance(mask, Tensor) and mask.dim() == 2 else None)
+            context.__enter__()
+            opened.append(context)
+
+        def close_pass(module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+            context = opened.pop() if opened else None
+            if context is not None:
+                context.__exit__(None, None, None)
+
+        handles = [
+            self.backbone.register_forward_pre_hook(open_pass, with_kwargs=True),
+            self.backbone.register_forward_hook(close_pass, with_kwargs=True, always_call=True),
+        ]
+        try:
+            yield self.backbone
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 def parameter_counts(model: MoEModel) -> dict[str, int]:

@@ -26,6 +26,7 @@ class ModelBuilder:
     schema: type[BaseModel]
     build: Callable[..., Any]
     description: str
+    kind: str  # one of MODEL_KINDS: which task families can use the model
 
     def validate(self, params: dict[str, Any]) -> BaseModel:
         try:
@@ -41,18 +42,26 @@ class ModelBuilder:
 _BUILDERS: dict[str, ModelBuilder] = {}
 
 
-def register_builder(name: str, schema: type[BaseModel]):
-    """Decorator: register ``build(params, method, ...)`` as the builder ``name``."""
+#: Model kinds and what their builders take: ``build(params, method, method_options, ...)`` with
+#: ``...`` = ``num_classes, in_chans, img_size`` (image_classifier), ``num_labels`` (text_classifier)
+#: or nothing (causal_lm).
+MODEL_KINDS = ("image_classifier", "text_classifier", "causal_lm")
+
+
+def register_builder(name: str, schema: type[BaseModel], kind: str = "image_classifier"):
+    """Decorator: register ``build(params, method, method_options, ...)`` as the builder ``name``."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
 
     def decorate(fn):
-        _BUILDERS[name] = ModelBuilder(name, schema, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        _BUILDERS[name] = ModelBuilder(name, schema, fn, (fn.__doc__ or "").strip().splitlines()[0], kind)
         return fn
 
     return decorate
 
 
 def get_builder(name: str) -> ModelBuilder:
-    from . import vit_moe  # noqa: F401  (registers the built-in builders)
+    from . import gpt_moe, moe_llm, text_moe, vit_moe  # noqa: F401  (register the built-in builders)
 
     try:
         return _BUILDERS[name]

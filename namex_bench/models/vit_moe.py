@@ -16,19 +16,17 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 
-from ..methods.registry import get_method
 from ..moe.experts import ExpertBank
 from ..moe.layer import MoELayer
 from ..moe.upcycle import dense_ffn_params, upcycle
 from .moe_model import MoEModel, MoESlot, PassHolder
+from .moe_params import MoEParams, default_pooling, moe_block_indices
 from .registry import register_builder
 
 
-class VitMoEParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class VitMoEParams(MoEParams):
     timm_model: str | None = None  # a timm architecture name (e.g. vit_small_patch16_224); else the fields below
     timm_kwargs: dict = Field(default_factory=dict)  # extra arguments of timm.create_model (e.g. {conv_mlp: false})
     pretrained: bool = False  # timm's pretrained dense weights (needs the hub)
@@ -39,25 +37,13 @@ class VitMoEParams(BaseModel):
     num_heads: PositiveInt = 4
     mlp_ratio: PositiveFloat = 4.0
     drop_rate: float = Field(0.0, ge=0, lt=1)
-    moe_blocks: Literal["every", "every_other"] = "every_other"
-    num_experts: PositiveInt = 8
-    top_k: PositiveInt | None = None
     pooling: Literal["token", "image"] | None = None  # default: token for smoe, image for merging methods
-    aux_loss: Literal["switch", "cv2", "none"] = "switch"
-    aux_loss_coef: float = Field(0.01, ge=0)
-    noisy_gating: bool = False
-    upcycle_noise: float = Field(0.0, ge=0)
 
     def model_post_init(self, _context) -> None:
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
             raise ValueError(f"checkpoint {self.checkpoint} does not exist")
         if self.timm_model is None and self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
-
-
-def moe_block_indices(depth: int, which: str) -> list[int]:
-    """Blocks that become MoE: all, or every other one ending with the last (V-MoE)."""
-    return list(range(depth)) if which == "every" else list(range(depth - 1, -1, -2))[::-1]
 
 
 def dense_mlps(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
@@ -107,8 +93,7 @@ def build_vit_moe(params: VitMoEParams, method: str, method_options: dict, num_c
         vit.load_state_dict(state, strict=False)
     from_dense = params.pretrained or params.checkpoint is not None
 
-    method_cls = get_method(method)
-    pooling = params.pooling or ("token" if "token" in method_cls.pooling_units else "image")
+    pooling = params.pooling or default_pooling(method, "image")
     passes = PassHolder()
     mlps = dense_mlps(vit)
     for moe_index, mlp_index in enumerate(moe_block_indices(len(mlps), params.moe_blocks)):

@@ -40,17 +40,17 @@ def resolved_options(method: MethodEntry) -> dict[str, Any]:
 
 
 def expand(suite: Suite, limit: int | None = None) -> list[RunSpec]:
-    """Every run of the suite, in the order tasks × models × methods × seeds."""
+    """Every run of the suite, in the order tasks × (the task's) models × methods × seeds."""
     runs = []
     for task in suite.tasks:
-        for model in suite.models:
+        for model in suite.task_models(task):
             params = get_builder(model.builder).validate(model.params).model_dump(mode="json")
             for method in suite.methods:
                 for seed in suite.seeds:
                     config = {
                         "method": {"label": method.display, "name": method.name, "options": resolved_options(method)},
                         "model": {"name": model.name, "builder": model.builder, "params": params},
-                        "task": task.model_dump(mode="json"),
+                        "task": task.model_dump(mode="json", exclude={"models"}),  # where it runs, not what
                         "seed": seed,
                         "limit": limit,
                     }

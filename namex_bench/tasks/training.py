@@ -13,10 +13,11 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -46,6 +47,18 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return low + (cfg.lr - low) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def classification_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy, in float32 (under bf16 autocast too)."""
+    return F.cross_entropy(logits.float(), targets)
+
+
+def to_device(inputs: Tensor | dict[str, Tensor], device: torch.device) -> Tensor | dict[str, Tensor]:
+    """A batch's inputs — a tensor, or keyword tensors (``input_ids``, ``attention_mask``, …) — on ``device``."""
+    if isinstance(inputs, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+    return inputs.to(device, non_blocking=True)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
@@ -66,12 +79,15 @@ def train(
     model: MoEModel,
     loader: DataLoader,
     cfg: TrainConfig,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    loss_fn: Callable[[Any, Tensor], Tensor],
     device: torch.device,
     autocast_dtype: torch.dtype | None,
     desc: str = "train",
 ) -> TrainResult:
-    """Train ``model`` in place for ``cfg.epochs`` passes over ``loader``."""
+    """Train ``model`` in place for ``cfg.epochs`` passes over ``loader``.
+
+    ``loader`` yields ``(inputs, targets)``: ``inputs`` a tensor, or a dict passed as keyword
+    arguments; ``loss_fn(model output, targets)`` (computed in float32 or wider)."""
     total = math.ceil(cfg.epochs * len(loader)) if cfg.epochs > 0 else 0
     if total == 0:
         return TrainResult(0, 0.0, 0.0, float("nan"), float("nan"))
@@ -89,10 +105,10 @@ def train(
                 break
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, cfg)
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                out = net(inputs)
-                task_loss = loss_fn(out.output.float(), targets)
+                out = net(**inputs) if isinstance(inputs, dict) else net(inputs)
+                task_loss = loss_fn(out.output, targets)
                 loss = task_loss + out.aux_loss.float()
             # Losses of the global batch (the mean over ranks): the logged losses do not depend
             # on the number of processes, and a non-finite loss on any rank stops every rank at

@@ -1,0 +1,52 @@
+"""The MoE settings every model builder shares, and turning one dense FFN into an MoE slot."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from torch import nn
+
+from ..methods.registry import get_method
+from ..moe.upcycle import upcycle
+from .moe_model import MoESlot, PassHolder
+
+
+class MoEParams(BaseModel):
+    """Which FFNs become MoE layers and how they route (``pooling: null`` = the method's default
+    for the model family: ``token`` for ``smoe``, the family's merging unit otherwise)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    moe_blocks: Literal["every", "every_other"] = "every_other"
+    num_experts: PositiveInt = 8
+    top_k: PositiveInt | None = None
+    aux_loss: Literal["switch", "cv2", "none"] = "switch"
+    aux_loss_coef: float = Field(0.01, ge=0)
+    noisy_gating: bool = False
+    upcycle_noise: float = Field(0.0, ge=0)
+
+
+def moe_block_indices(depth: int, which: str) -> list[int]:
+    """Blocks that become MoE: all, or every other one ending with the last (V-MoE)."""
+    return list(range(depth)) if which == "every" else list(range(depth - 1, -1, -2))[::-1]
+
+
+def default_pooling(method: str, merging_unit: str) -> str:
+    """``token`` for methods that route tokens (``smoe``), else ``merging_unit`` (e.g. ``sequence``)."""
+    units = get_method(method).pooling_units
+    return "token" if "token" in units else merging_unit
+
+
+def upcycled_slots(dense_ffns: list[nn.Module], params: MoEParams, method: str, method_options: dict, passes: PassHolder, **layer_options) -> dict[int, MoESlot]:
+    """``{index in dense_ffns: MoESlot}`` for the FFNs ``params.moe_blocks`` selects, each upcycled
+    from its dense FFN (experts and base expert start as copies, plus ``upcycle_noise``)."""
+    slots = {}
+    for moe_index, ffn_index in enumerate(moe_block_indices(len(dense_ffns), params.moe_blocks)):
+        layer = upcycle(
+            dense_ffns[ffn_index], params.num_experts, method, noise_std=params.upcycle_noise, method_options=method_options,
+            top_k=params.top_k, aux_loss=params.aux_loss, aux_loss_coef=params.aux_loss_coef, noisy_gating=params.noisy_gating,
+            moe_index=moe_index, **layer_options,
+        )
+        slots[ffn_index] = MoESlot(layer, passes)
+    return slots

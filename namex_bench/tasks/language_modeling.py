@@ -1,0 +1,114 @@
+"""Language modelling: train a causal MoE LM on a corpus, report sliding-window perplexity.
+
+Training: the corpus's training text as one token stream (``data/corpora.py``: texts
+joined by the end-of-text token), cut into non-overlapping blocks of ``context + 1``
+tokens; each block trains next-token prediction at its ``context`` positions (mean
+cross-entropy). Evaluation: perplexity of each held-out text by the sliding-window
+protocol of ``metrics/perplexity.py`` (windows of ``eval.context`` tokens, default the
+training context, moved by ``eval.stride``, default half a window), optionally on the
+first ``eval.max_tokens`` tokens only. ``ppl`` is the test split's (the primary metric),
+``val_ppl`` the validation split's, ``kjv_ppl`` the King James Bible's (domain shift).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ..data.limit import limit_dataset
+from ..metrics.perplexity import sliding_window_nll
+from ..models.hf_moe import HFMoEModel
+from ..models.moe_model import parameter_counts
+from ..models.registry import get_builder
+from ..suite.schema import CorpusData, LanguageModelingTask, LMTraining, MethodEntry, ModelEntry
+from . import distributed
+from .base import RunContext, TaskResult
+from .training import TrainResult, seed_everything, train
+
+
+class TokenBlocks(Dataset):
+    """Item ``i``: ``(tokens[i·c : i·c + c], tokens[i·c + 1 : i·c + c + 1])`` for ``c = context``."""
+
+    def __init__(self, tokens: torch.Tensor, context: int):
+        if len(tokens) < context + 1:
+            raise ValueError(f"the training text has {len(tokens)} tokens, fewer than one block of context + 1 = {context + 1}")
+        self.tokens, self.context = tokens, context
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - 1) // self.context
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = i * self.context
+        return self.tokens[start : start + self.context], self.tokens[start + 1 : start + self.context + 1]
+
+
+def corpus_tokens(data: CorpusData, split: str, tokenizer) -> torch.Tensor:
+    """The token stream of one split of a corpus (``train``, ``validation``, ``test``), or of the
+    King James Bible (``split="kjv"``, any corpus)."""
+    from ..data.corpora import load_kjv, load_shakespeare, load_wikitext, tokenize_corpus
+
+    if split == "kjv":
+        texts = load_kjv()
+    elif data.source == "shakespeare":
+        texts = load_shakespeare(split)
+    else:
+        texts = load_wikitext(data.name, split, path=data.path)
+    return tokenize_corpus(texts, tokenizer)
+
+
+def next_token_loss(output, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the logits (``output.logits [B, T, V]``) against the next tokens ``[B, T]``."""
+    logits = output.logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def train_lm(model: HFMoEModel, training: LMTraining | LanguageModelingTask, seed: int, ctx: RunContext) -> TrainResult:
+    """Train ``model`` on the training split of ``training.data`` in blocks of ``training.context``."""
+    blocks = limit_dataset(TokenBlocks(corpus_tokens(training.data, "train", model.tokenizer), training.context), ctx.limit)
+    batch = min(training.train.batch_size, len(blocks))
+    loader = distributed.train_loader(blocks, batch, seed)
+    return train(model, loader, training.train, next_token_loss, ctx.device, ctx.autocast_dtype)
+
+
+@torch.no_grad()
+def perplexity(model: HFMoEModel, tokens: torch.Tensor, context: int, stride: int, ctx: RunContext) -> dict[str, float]:
+    """``ppl``, ``nll`` (mean per scored token) and ``tokens`` scored by the sliding-window protocol."""
+    model.eval()
+
+    def logits(ids: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
+            return model(ids.to(ctx.device)).output.logits.float()
+
+    total, count = sliding_window_nll(logits, tokens, context, stride)
+    return {"ppl": math.exp(total / count), "nll": total / count, "tokens": count}
+
+
+def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
+    seed_everything(seed)
+    builder = get_builder(model_entry.builder)
+    model = builder.build(builder.validate(model_entry.params), method.name, dict(method.options))
+    model.to(ctx.device)
+    result = train_lm(model, task, seed, ctx)
+
+    start = time.perf_counter()
+    context = task.eval.context or task.context
+    stride = task.eval.stride or max(1, context // 2)
+    max_tokens = task.eval.max_tokens
+    if ctx.limit is not None:
+        max_tokens = min(max_tokens or ctx.limit * context, ctx.limit * context)
+    metrics, goals, cells = {}, {}, []
+    for split, prefix in (("test", ""), ("validation", "val_"), *([("kjv", "kjv_")] if task.eval.kjv else [])):
+        tokens = corpus_tokens(task.data, split, model.tokenizer)[:max_tokens]
+        scores = perplexity(model, tokens, context, stride, ctx)
+        metrics.update({prefix + "ppl": scores["ppl"], prefix + "nll": scores["nll"]})
+        goals.update({prefix + "ppl": "min", prefix + "nll": "min"})
+        cells.append({"text": split, **scores, "context": context, "stride": stride})
+    if result.steps:
+        metrics["train_loss"] = result.final_loss
+        goals["train_loss"] = "min"
+    timings = {"train_s": result.train_s, "eval_s": time.perf_counter() - start, "step_s": result.step_s, "train_steps": result.steps}
+    return TaskResult(metrics=metrics, goals=goals, primary="ppl", cells={"perplexity": cells}, timings=timings, params=parameter_counts(model))

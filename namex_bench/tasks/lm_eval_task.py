@@ -1,0 +1,48 @@
+"""MMLU / ARC through lm-eval: score a causal MoE LM (optionally fine-tuned as an LM first).
+
+lm-eval computes everything — prompts, multiple-choice log-likelihoods, metrics and their
+stderr (``namex_bench/lmeval``); the record keeps its numbers as it reports them
+(``mmlu/acc``, ``arc_easy/acc_norm``, ``…_stderr``). The primary metric is the first
+task's ``acc``. Under ``--limit N`` lm-eval scores at most ``N`` examples per task (per
+MMLU subject) — the suite's own ``limit`` is the cap when it is smaller.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..models.moe_model import parameter_counts
+from ..models.registry import get_builder
+from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry
+from .base import RunContext, TaskResult
+from .language_modeling import train_lm
+from .training import seed_everything
+
+
+def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
+    from ..lmeval import evaluate_lm_eval
+
+    seed_everything(seed)
+    builder = get_builder(model_entry.builder)
+    model = builder.build(builder.validate(model_entry.params), method.name, dict(method.options))
+    model.to(ctx.device)
+    timings: dict[str, float] = {}
+    metrics: dict[str, float] = {}
+    if task.finetune is not None:
+        result = train_lm(model, task.finetune, seed, ctx)
+        timings.update(train_s=result.train_s, step_s=result.step_s, train_steps=result.steps)
+        if result.steps:
+            metrics["train_loss"] = result.final_loss
+    limit = min(x for x in (task.limit, ctx.limit) if x is not None) if (task.limit or ctx.limit) else None
+    start = time.perf_counter()
+    scores = evaluate_lm_eval(
+        model, model.tokenizer, list(task.tasks), source=task.source, limit=limit, num_fewshot=task.num_fewshot,
+        batch_size=task.batch_size, device=str(ctx.device), seed=seed,
+    )
+    timings["eval_s"] = time.perf_counter() - start
+    metrics.update(scores.metrics)
+    goals = {k: ("min" if k == "train_loss" or k.endswith("_stderr") else "max") for k in metrics}
+    return TaskResult(
+        metrics=metrics, goals=goals, primary=f"{task.tasks[0]}/acc", cells={"lm_eval": scores.cells},
+        timings=timings, params=parameter_counts(model),
+    )

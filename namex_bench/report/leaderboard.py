@@ -318,6 +318,7 @@ class Section:
     leaderboard: Leaderboard | None
     paired: PairedTable | None
     failed: tuple[str, ...] = field(default_factory=tuple)
+    note: str | None = None  # the task's note (its suite's `note:`), from the records
 
 
 def sections(records: Iterable[Record], reference: str | None = None) -> list[Section]:
@@ -328,10 +329,12 @@ def sections(records: Iterable[Record], reference: str | None = None) -> list[Se
     out = []
     for task, model in keys:
         failed = failed_runs(records, task, model)
+        notes = sorted({n for r in records if task_model(r) == (task, model) and (n := (r.get("config") or {}).get("task", {}).get("note"))})
+        note = " ".join(notes) or None
         if (task, model) in ok_keys:
             out.append(
-                Section(task, model, leaderboard(records, task, model), paired_table(records, task, model, reference), failed)
+                Section(task, model, leaderboard(records, task, model), paired_table(records, task, model, reference), failed, note)
             )
         else:
-            out.append(Section(task, model, None, None, failed))
+            out.append(Section(task, model, None, None, failed, note))
     return out

@@ -172,6 +172,8 @@ def section_markdown(section: Section, plots_dir: str | None = "plots", robustne
     """One task/model: the leaderboard, the paired comparison, the failed runs, the plot link,
     then the robustness subsection when ``robustness`` is given."""
     lines = [f"## {section.task} / {section.model}", ""]
+    if section.note:
+        lines += [f"> {section.note}", ""]
     board = section.leaderboard
     if board is None:
         lines += ["No run of this task on this model succeeded.", ""]

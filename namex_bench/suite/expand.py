@@ -39,6 +39,12 @@ def resolved_options(method: MethodEntry) -> dict[str, Any]:
     return options
 
 
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What a run's key hashes: its configuration without presentation (the task's ``note``)."""
+    task = {k: v for k, v in config["task"].items() if k != "note"}
+    return {**config, "task": task}
+
+
 def expand(suite: Suite, limit: int | None = None) -> list[RunSpec]:
     """Every run of the suite, in the order tasks × (the task's) models × methods × seeds."""
     runs = []
@@ -55,7 +61,7 @@ def expand(suite: Suite, limit: int | None = None) -> list[RunSpec]:
                         "limit": limit,
                     }
                     name = f"{method.display}/{model.name}/{task.name}/seed{seed}"
-                    runs.append(RunSpec(name, run_key(config), config, method, model, task, seed))
+                    runs.append(RunSpec(name, run_key(identity(config)), config, method, model, task, seed))
     return runs
 
 

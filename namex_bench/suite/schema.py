@@ -176,11 +176,13 @@ class EvalConfig(Strict):
 
 
 class TaskBase(Strict):
-    """What every task has: a ``name``, and the suite's ``models`` it runs on (default: all;
-    each task family needs models of its kind — image classifier, text classifier, causal LM)."""
+    """What every task has: a ``name``, the suite's ``models`` it runs on (default: all; each
+    task family needs models of its kind — image classifier, text classifier, causal LM), and
+    an optional ``note`` for readers of its tables (e.g. what a score means)."""
 
     name: str
     models: list[str] | None = Field(default=None, min_length=1)
+    note: str | None = None  # printed by the report under the task's tables; not part of a run's identity
 
 
 class ImageClassificationTask(TaskBase):
@@ -213,22 +215,28 @@ class RottenTomatoesData(TextData):
     sst2: bool = True
 
 
+class HubDatasetCopy(Strict):
+    """``path``: a local ``save_to_disk`` copy of the hub dataset (a ``DatasetDict`` folder with
+    its splits), read instead of the hub — for clusters without internet access."""
+
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _path_exists(self) -> "HubDatasetCopy":
+        if self.path is not None and not self.path.is_dir():
+            raise ValueError(f"path: directory {self.path} does not exist")
+        return self
+
+
 GlueTaskName = Literal["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
 
 
-class GlueData(TextData):
+class GlueData(TextData, HubDatasetCopy):
     """A GLUE task through HF ``datasets`` (needs the hub or its cache); scored on ``validation``
     (MNLI: ``validation_matched`` and ``validation_mismatched``) with GLUE's metrics."""
 
     source: Literal["glue"]
     task: GlueTaskName
-    path: Path | None = None  # a local `save_to_disk` copy of the task (DatasetDict folder) instead of the hub
-
-    @model_validator(mode="after")
-    def _path_exists(self) -> "GlueData":
-        if self.path is not None and not self.path.is_dir():
-            raise ValueError(f"path: directory {self.path} does not exist")
-        return self
 
 
 TextClassificationSource = Annotated[Union[RottenTomatoesData, GlueData], Field(discriminator="source")]
@@ -253,18 +261,11 @@ class ShakespeareData(Strict):
     source: Literal["shakespeare"]
 
 
-class WikiTextData(Strict):
+class WikiTextData(HubDatasetCopy):
     """WikiText through HF ``datasets`` (needs the hub or its cache)."""
 
     source: Literal["wikitext"]
     name: Literal["wikitext-103-raw-v1", "wikitext-2-raw-v1"] = "wikitext-103-raw-v1"
-    path: Path | None = None  # a local `save_to_disk` copy (DatasetDict folder with a `text` column) instead of the hub
-
-    @model_validator(mode="after")
-    def _path_exists(self) -> "WikiTextData":
-        if self.path is not None and not self.path.is_dir():
-            raise ValueError(f"path: directory {self.path} does not exist")
-        return self
 
 
 CorpusData = Annotated[Union[ShakespeareData, WikiTextData], Field(discriminator="source")]

@@ -2,13 +2,14 @@
 
 lm-eval computes everything — prompts, multiple-choice log-likelihoods, metrics and their
 stderr (``namex_bench/lmeval``); the record keeps its numbers as it reports them
-(``mmlu/acc``, ``arc_easy/acc_norm``, ``…_stderr``). The primary metric is the first
-task's ``acc``. Under ``--limit N`` lm-eval scores at most ``N`` examples per task (per
+(``mmlu/acc``, ``arc_easy/acc_norm`` as metrics; with their ``…_stderr`` and sample counts
+per task, MMLU subject and group in the cells). The primary metric is the first task's ``acc``. Under ``--limit N`` lm-eval scores at most ``N`` examples per task (per
 MMLU subject) — the suite's own ``limit`` is the cap when it is smaller.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 from ..models.moe_model import parameter_counts
@@ -40,9 +41,12 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
         batch_size=task.batch_size, device=str(ctx.device), seed=seed,
     )
     timings["eval_s"] = time.perf_counter() - start
-    metrics.update(scores.metrics)
-    goals = {k: ("min" if k == "train_loss" or k.endswith("_stderr") else "max") for k in metrics}
+    # The headline values are metrics; their stderr stays in the cells, next to each task's n.
+    # (lm-eval has no stderr for a single example: "N/A", read as NaN; records hold None.)
+    metrics.update({k: v for k, v in scores.metrics.items() if not k.endswith("_stderr") and math.isfinite(v)})
+    cells = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in scores.cells]
+    goals = {k: ("min" if k == "train_loss" else "max") for k in metrics}
     return TaskResult(
-        metrics=metrics, goals=goals, primary=f"{task.tasks[0]}/acc", cells={"lm_eval": scores.cells},
+        metrics=metrics, goals=goals, primary=f"{task.tasks[0]}/acc", cells={"lm_eval": cells},
         timings=timings, params=parameter_counts(model),
     )

@@ -164,3 +164,16 @@ def test_regression_task_reports_pearson_and_spearman(tmp_path):
     result = run_text_classification(task, model, MethodEntry(name="namex"), 0, RunContext(torch.device("cpu"), None))
     assert result.primary == "pearson" and {"pearson", "spearman", "loss"} <= set(result.metrics)
     assert result.timings["train_steps"] == 3 and result.cells["test_sets"][0]["examples"] == 12
+
+
+def test_a_pretrained_moe_llm_stand_in_fine_tunes_as_a_language_model():
+    from namex_bench.suite.schema import LanguageModelingTask, MethodEntry, ModelEntry
+    from namex_bench.tasks.base import RunContext
+    from namex_bench.tasks.language_modeling import run_language_modeling
+
+    task = LanguageModelingTask.model_validate({"name": "shakespeare", "type": "language_modeling", "data": {"source": "shakespeare"},
+                                                "context": 32, "train": {"epochs": 1, "batch_size": 2, "lr": 1e-3}, "eval": {"max_tokens": 64}})
+    model = ModelEntry(name="qwen", builder="moe_llm", params={"config": TINY_QWEN, "dtype": "float32"})
+    result = run_language_modeling(task, model, MethodEntry(name="namex_mom"), 0, RunContext(torch.device("cpu"), None, limit=4))
+    assert result.timings["train_steps"] == 2 and math.isfinite(result.metrics["train_loss"])
+    assert math.isfinite(result.metrics["ppl"]) and result.metrics["ppl"] > 1

@@ -113,7 +113,9 @@ def test_llm_zeroshot_suite_dry_runs_on_tiny_moe_llms(tmp_path):
     assert len(done) == 4 and all(r["status"] == "ok" for r in done)
     for r in done:
         assert 0 <= r["metrics"]["arc_easy/acc"] <= 1 and "arc_challenge/acc_norm" in r["metrics"]
-        assert "arc_easy/acc_stderr" in r["metrics"] and "train_loss" not in r["metrics"]
+        assert "arc_easy/acc_stderr" not in r["metrics"] and "train_loss" not in r["metrics"]  # stderr: in the cells
+        cell = next(c for c in r["cells"]["lm_eval"] if c["task"] == "arc_easy")
+        assert cell["n"] == 3 and cell["split"] == "validation" and "acc_stderr" in cell
 
 
 def test_a_task_on_a_model_of_the_wrong_kind_is_one_clean_error(tmp_path, capsys):

@@ -21,7 +21,7 @@ from namex_bench.methods import registry
 from namex_bench.runner import records as records_module
 from namex_bench.runner import runner as runner_module
 from namex_bench.runner.records import finished_keys, read_records, run_key, write_json_atomic
-from namex_bench.suite.expand import expand, parse_shard, resolved_options, shard
+from namex_bench.suite.expand import expand, identity, parse_shard, resolved_options, shard
 from namex_bench.suite.loader import load_suite
 from namex_bench.suite.schema import MethodEntry
 from namex_bench.tasks import task_runner
@@ -125,7 +125,7 @@ def test_run_writes_one_complete_record_per_run_and_the_report(tmp_path, capsys)
     for key, file in files.items():
         record = json.loads(file.read_text())
         spec = expected[key]
-        assert record["schema"] == 1 and record["key"] == key == run_key(record["config"])
+        assert record["schema"] == 1 and record["key"] == key == run_key(identity(record["config"]))
         assert record["status"] == "ok" and record["error"] is None
         assert record["suite"] == "tiny" and record["name"] == spec.name and record["reference"] == "smear"
         config = record["config"]

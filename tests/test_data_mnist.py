@@ -138,21 +138,9 @@ def test_image_folder_missing_root_or_classes_is_a_clear_error(tmp_path):
         image_folder_dataset(tmp_path / "flat", 32, False, (0.5,) * 3, (0.5,) * 3)
 
 
-@pytest.fixture
-def hf_offline(monkeypatch, tmp_path):
-    """Keep `datasets` off the network and out of the user's cache."""
+def test_hf_image_dataset_from_a_saved_dataset(tmp_path, hf_offline):
     import datasets
 
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-    return datasets
-
-
-def test_hf_image_dataset_from_a_saved_dataset(tmp_path, hf_offline):
-    datasets = hf_offline
     images = [Image.new("RGB", (20 + i, 24), (30 * i, 0, 0)) for i in range(6)]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
     saved = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 2, 0, 1, 2]}, features=features)

@@ -61,19 +61,6 @@ def gpt2():
     return gpt2_tokenizer()
 
 
-@pytest.fixture
-def hf_offline(monkeypatch, tmp_path):
-    """Keep `datasets` off the network and out of the user's cache."""
-    import datasets
-
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-    return str(tmp_path / "hf-cache")
-
-
 # --------------------------------------------------------------------------- Rotten Tomatoes
 
 

@@ -6,8 +6,9 @@ import pytest
 import timm
 import torch
 
+from namex_bench.models.moe_params import moe_block_indices
 from namex_bench.models.registry import get_builder
-from namex_bench.models.vit_moe import dense_mlps, moe_block_indices
+from namex_bench.models.vit_moe import dense_mlps
 
 
 def build(params: dict, method: str, num_classes=10, in_chans=3, img_size=32):

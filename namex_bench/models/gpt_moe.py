@@ -26,7 +26,7 @@ from pydantic import Field, PositiveInt
 
 from .hf_moe import HFMoEModel
 from .moe_model import PassHolder
-from .moe_params import MoEParams, default_pooling, upcycled_slots
+from .moe_params import MoEParams, default_pooling, moe_slots
 from .registry import register_builder
 
 ARCHITECTURE = ("n_layer", "n_embd", "n_head", "n_positions")
@@ -82,7 +82,7 @@ def build_gpt_moe(params: GptMoEParams, method: str, method_options: dict) -> HF
     passes = PassHolder()
     blocks = list(model.transformer.h)
     pooling = params.pooling or default_pooling(method, "segment")
-    slots = upcycled_slots(
+    slots = moe_slots(
         [block.mlp for block in blocks], params, method, method_options, passes,
         pooling=pooling, segment_length=params.segment_length, first_segment=params.first_segment,
     )

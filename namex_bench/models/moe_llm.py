@@ -25,7 +25,6 @@ from .hf_moe import HFMoEModel, adapt_moe_llm
 from .registry import register_builder
 
 
-
 class MoELLMParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from ..methods.registry import get_method
-from ..moe.upcycle import upcycle
+from ..moe.experts import ExpertBank
+from ..moe.layer import MoELayer
+from ..moe.upcycle import dense_ffn_params, upcycle
 from .moe_model import MoESlot, PassHolder
 
 
@@ -38,15 +40,28 @@ def default_pooling(method: str, merging_unit: str) -> str:
     return "token" if "token" in units else merging_unit
 
 
-def upcycled_slots(dense_ffns: list[nn.Module], params: MoEParams, method: str, method_options: dict, passes: PassHolder, **layer_options) -> dict[int, MoESlot]:
-    """``{index in dense_ffns: MoESlot}`` for the FFNs ``params.moe_blocks`` selects, each upcycled
-    from its dense FFN (experts and base expert start as copies, plus ``upcycle_noise``)."""
+def moe_slots(
+    dense_ffns: list[nn.Module], params: MoEParams, method: str, method_options: dict, passes: PassHolder,
+    *, from_dense: bool = True, **layer_options,
+) -> dict[int, MoESlot]:
+    """``{index in dense_ffns: MoESlot}`` for the FFNs ``params.moe_blocks`` selects.
+
+    ``from_dense``: each layer is upcycled from its dense FFN (experts and base expert start as
+    copies, plus ``upcycle_noise``); otherwise it has the FFN's shape and fresh weights, every
+    expert initialised independently (``trunc_normal(0.02)``, timm's)."""
     slots = {}
     for moe_index, ffn_index in enumerate(moe_block_indices(len(dense_ffns), params.moe_blocks)):
-        layer = upcycle(
-            dense_ffns[ffn_index], params.num_experts, method, noise_std=params.upcycle_noise, method_options=method_options,
-            top_k=params.top_k, aux_loss=params.aux_loss, aux_loss_coef=params.aux_loss_coef, noisy_gating=params.noisy_gating,
-            moe_index=moe_index, **layer_options,
+        options = dict(
+            method_options=method_options, top_k=params.top_k, aux_loss=params.aux_loss, aux_loss_coef=params.aux_loss_coef,
+            noisy_gating=params.noisy_gating, moe_index=moe_index, **layer_options,
         )
+        dense = dense_ffns[ffn_index]
+        if from_dense:
+            layer = upcycle(dense, params.num_experts, method, noise_std=params.upcycle_noise, **options)
+        else:
+            layer = MoELayer(dense_ffn_params(dense)[0], params.num_experts, method, **options)
+            for bank in (layer.experts, layer.base):
+                if isinstance(bank, ExpertBank):
+                    bank.reset_parameters(init_std=0.02)
         slots[ffn_index] = MoESlot(layer, passes)
     return slots

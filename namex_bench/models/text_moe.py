@@ -30,7 +30,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from .moe_model import MoEModel, PassHolder
-from .moe_params import MoEParams, default_pooling, upcycled_slots
+from .moe_params import MoEParams, default_pooling, moe_slots
 from .registry import register_builder
 
 T5_TYPES = ("t5", "mt5", "umt5")
@@ -136,7 +136,7 @@ def build_text_moe(params: TextMoEParams, method: str, method_options: dict, num
     ffns = encoder_ffns(encoder)
     dense = [module if kind == "bert" else module.DenseReluDense for module, kind in ffns]
     pooling = params.pooling or default_pooling(method, "sequence")
-    for index, slot in upcycled_slots(dense, params, method, method_options, passes, pooling=pooling).items():
+    for index, slot in moe_slots(dense, params, method, method_options, passes, pooling=pooling).items():
         module, kind = ffns[index]
         if kind == "bert":  # intermediate → the whole FFN; output keeps dropout, residual, LayerNorm
             module.intermediate = slot

@@ -18,11 +18,8 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from ..moe.experts import ExpertBank
-from ..moe.layer import MoELayer
-from ..moe.upcycle import dense_ffn_params, upcycle
-from .moe_model import MoEModel, MoESlot, PassHolder
-from .moe_params import MoEParams, default_pooling, moe_block_indices
+from .moe_model import MoEModel, PassHolder
+from .moe_params import MoEParams, default_pooling, moe_slots
 from .registry import register_builder
 
 
@@ -51,7 +48,7 @@ def dense_mlps(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch
     from timm.layers import Mlp, SwiGLU
 
     found = []
-    for name, module in model.named_modules():
+    for module in model.modules():
         for attribute, child in module.named_children():
             if isinstance(child, (Mlp, SwiGLU)):
                 found.append((module, attribute, child))
@@ -76,7 +73,6 @@ def _create_timm(name: str, pretrained: bool, **kwargs):
 @register_builder("vit_moe", VitMoEParams)
 def build_vit_moe(params: VitMoEParams, method: str, method_options: dict, num_classes: int, in_chans: int, img_size: int) -> MoEModel:
     """A timm ViT (or any timm model with Mlp blocks) with MoE MLPs (every one or every other)."""
-    import timm
     from timm.models.vision_transformer import VisionTransformer
 
     if params.timm_model:
@@ -96,20 +92,11 @@ def build_vit_moe(params: VitMoEParams, method: str, method_options: dict, num_c
     pooling = params.pooling or default_pooling(method, "image")
     passes = PassHolder()
     mlps = dense_mlps(vit)
-    for moe_index, mlp_index in enumerate(moe_block_indices(len(mlps), params.moe_blocks)):
-        parent, attribute, dense = mlps[mlp_index]
-        options = dict(
-            method_options=method_options, top_k=params.top_k, pooling=pooling,
-            num_prefix_tokens=getattr(vit, "num_prefix_tokens", 0), aux_loss=params.aux_loss,
-            aux_loss_coef=params.aux_loss_coef, noisy_gating=params.noisy_gating, moe_index=moe_index,
-        )
-        if from_dense:
-            layer = upcycle(dense, params.num_experts, method, noise_std=params.upcycle_noise, **options)
-        else:
-            spec, _ = dense_ffn_params(dense)
-            layer = MoELayer(spec, params.num_experts, method, **options)
-            for bank in (layer.experts, layer.base):
-                if isinstance(bank, ExpertBank):
-                    bank.reset_parameters(init_std=0.02)
-        setattr(parent, attribute, MoESlot(layer, passes))
+    slots = moe_slots(
+        [mlp for _, _, mlp in mlps], params, method, method_options, passes, from_dense=from_dense,
+        pooling=pooling, num_prefix_tokens=getattr(vit, "num_prefix_tokens", 0),
+    )
+    for index, slot in slots.items():
+        parent, attribute, _ = mlps[index]
+        setattr(parent, attribute, slot)
     return MoEModel(vit, passes)

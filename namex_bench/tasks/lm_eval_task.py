@@ -34,7 +34,8 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
         timings.update(train_s=result.train_s, step_s=result.step_s, train_steps=result.steps)
         if result.steps:
             metrics["train_loss"] = result.final_loss
-    limit = min(x for x in (task.limit, ctx.limit) if x is not None) if (task.limit or ctx.limit) else None
+    limits = [n for n in (task.limit, ctx.limit) if n is not None]
+    limit = min(limits) if limits else None
     start = time.perf_counter()
     scores = evaluate_lm_eval(
         model, model.tokenizer, list(task.tasks), source=task.source, limit=limit, num_fewshot=task.num_fewshot,

@@ -46,8 +46,7 @@ class CAMEx(MergingMethod):
         """``Ê_g = E_m + Σ_i s_gi · mask_i ⊙ τ̃_i`` for every group ``g``."""
         if self.mask == "ties":
             tau_tilde = combine(tau_tilde, ties_mask(tau), torch.mul)
-        delta = weighted_sum(scores, tau_tilde)
-        return combine(delta, base, lambda d, b: d + b.unsqueeze(0))
+        return weighted_sum(scores, tau_tilde, offset=base)
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
         tau, tau_tilde = self.domain_vectors(inputs.bank.params(), inputs.base)

@@ -54,7 +54,7 @@ class NAMEx(EPCAMEx):
         device = next(iter(tau_tilde.values())).device
         with torch.no_grad(), torch.autocast(device.type, enabled=False):
             G = gram({name: at_least_float32(t) for name, t in tau_tilde.items()})
-            experts_sq_norm = sum(at_least_float32(t).square().sum() for t in experts.values()) / self.num_experts
+            experts_sq_norm = sum(torch.linalg.vector_norm(at_least_float32(t)).square() for t in experts.values()) / self.num_experts
         alpha, residual = nash_bargaining(G, max_iter=self.nbs_iters, zero_tol=1e-12 * experts_sq_norm)
         if self.normalisation == "normalised":
             alpha = alpha / alpha.sum()

@@ -133,8 +133,9 @@ def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
 
     Computed transposed, ``hᵀ = W xᵀ + b``: each group's weights enter the batched
     matmul as they are stored, so their gradients come out contiguous and flow back
-    into the merge without a copy of ``G`` weight sets (~30% of a SMEAR layer's
-    forward+backward on a CPU, ``bench layers``). The token-sized transposes are views.
+    into the merge without a copy of ``G`` weight sets (that copy was 10% of a SMEAR
+    layer's forward+backward at B = 8 and 24% at B = 64 on a CPU, ``bench layers``).
+    The token-sized transposes are views.
     """
     act = ACTIVATIONS[spec.activation]
 

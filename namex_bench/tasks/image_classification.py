@@ -13,12 +13,11 @@ from ..data.image_folder import hf_image_dataset, image_folder_dataset
 from ..data.limit import limit_dataset
 from ..data.mnist5k import load_mnist5k
 from ..models.moe_model import MoEModel, parameter_counts
-from ..models.registry import get_builder
 from ..suite.schema import ImageClassificationTask, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
 from .robustness import base_dataset, corruption_metrics, evaluate_corruptions, evaluate_natural_shift
-from .training import classification_loss, seed_everything, train
+from .training import classification_loss, seeded_model, train
 
 
 def image_datasets(task: ImageClassificationTask) -> tuple[Dataset, Dataset, int, int, int]:
@@ -60,10 +59,7 @@ def evaluate_classifier(model: MoEModel, loader: DataLoader, device: torch.devic
 def run_image_classification(task: ImageClassificationTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
     train_set, test_set, num_classes, channels, image_size = image_datasets(task)
     train_set, test_set = limit_dataset(train_set, ctx.limit), limit_dataset(test_set, ctx.limit)
-    seed_everything(seed)
-    builder = get_builder(model_entry.builder)
-    model = builder.build(builder.validate(model_entry.params), method.name, dict(method.options), num_classes, channels, image_size)
-    model.to(ctx.device)
+    model = seeded_model(model_entry, method, seed, ctx.device, num_classes, channels, image_size)
 
     batch = min(task.train.batch_size, len(train_set))
     result = train(model, distributed.train_loader(train_set, batch, seed), task.train, classification_loss, ctx.device, ctx.autocast_dtype)

@@ -23,11 +23,10 @@ from ..data.limit import limit_dataset
 from ..metrics.perplexity import sliding_window_nll
 from ..models.hf_moe import HFMoEModel
 from ..models.moe_model import parameter_counts
-from ..models.registry import get_builder
 from ..suite.schema import CorpusData, LanguageModelingTask, LMTraining, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
-from .training import TrainResult, seed_everything, train
+from .training import TrainResult, seeded_model, train
 
 
 class TokenBlocks(Dataset):
@@ -66,8 +65,9 @@ def next_token_loss(output, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def train_lm(model: HFMoEModel, training: LMTraining | LanguageModelingTask, seed: int, ctx: RunContext) -> TrainResult:
-    """Train ``model`` on the training split of ``training.data`` in blocks of ``training.context``."""
+def train_lm(model: HFMoEModel, training: LMTraining, seed: int, ctx: RunContext) -> TrainResult:
+    """Train ``model`` on the training split of ``training.data`` in blocks of ``training.context``
+    (a language-modelling task is its own :class:`LMTraining`; an lm-eval task has ``finetune``)."""
     blocks = limit_dataset(TokenBlocks(corpus_tokens(training.data, "train", model.tokenizer), training.context), ctx.limit)
     batch = min(training.train.batch_size, len(blocks))
     loader = distributed.train_loader(blocks, batch, seed)
@@ -88,10 +88,7 @@ def perplexity(model: HFMoEModel, tokens: torch.Tensor, context: int, stride: in
 
 
 def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
-    seed_everything(seed)
-    builder = get_builder(model_entry.builder)
-    model = builder.build(builder.validate(model_entry.params), method.name, dict(method.options))
-    model.to(ctx.device)
+    model = seeded_model(model_entry, method, seed, ctx.device)
     result = train_lm(model, task, seed, ctx)
 
     start = time.perf_counter()

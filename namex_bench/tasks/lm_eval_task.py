@@ -13,20 +13,16 @@ import math
 import time
 
 from ..models.moe_model import parameter_counts
-from ..models.registry import get_builder
 from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry
 from .base import RunContext, TaskResult
 from .language_modeling import train_lm
-from .training import seed_everything
+from .training import seeded_model
 
 
 def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
     from ..lmeval import evaluate_lm_eval
 
-    seed_everything(seed)
-    builder = get_builder(model_entry.builder)
-    model = builder.build(builder.validate(model_entry.params), method.name, dict(method.options))
-    model.to(ctx.device)
+    model = seeded_model(model_entry, method, seed, ctx.device)
     timings: dict[str, float] = {}
     metrics: dict[str, float] = {}
     if task.finetune is not None:

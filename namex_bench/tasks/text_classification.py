@@ -23,11 +23,10 @@ from tqdm.auto import tqdm
 from ..data.limit import limit_dataset
 from ..metrics.glue import GLUE_TASKS, glue_metrics
 from ..models.moe_model import parameter_counts
-from ..models.registry import get_builder
 from ..suite.schema import MethodEntry, ModelEntry, TextClassificationTask
 from . import distributed
 from .base import RunContext, TaskResult
-from .training import classification_loss, seed_everything, to_device, train
+from .training import classification_loss, seeded_model, to_device, train
 
 
 @dataclass
@@ -104,10 +103,7 @@ def run_text_classification(task: TextClassificationTask, model_entry: ModelEntr
     num_labels = train_set.num_labels
     regression = num_labels == 1
     train_set = limit_dataset(limit_dataset(train_set, task.data.train_examples), ctx.limit)
-    seed_everything(seed)
-    builder = get_builder(model_entry.builder)
-    model = builder.build(builder.validate(model_entry.params), method.name, dict(method.options), num_labels)
-    model.to(ctx.device)
+    model = seeded_model(model_entry, method, seed, ctx.device, num_labels)
     collate = TextCollator(model.tokenizer, task.data.max_length, regression)
 
     batch = min(task.train.batch_size, len(train_set))

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..models.moe_model import MoEModel
-from ..suite.schema import TrainConfig
+from ..models.registry import get_builder
+from ..suite.schema import MethodEntry, ModelEntry, TrainConfig
 from . import distributed
 
 
@@ -36,6 +37,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def seeded_model(model_entry: ModelEntry, method: MethodEntry, seed: int, device: torch.device, *build_args: Any) -> MoEModel:
+    """A run's model: generators seeded with ``seed``, then built by the entry's builder for
+    ``method`` (``build_args``: what the task adds, e.g. the number of classes), on ``device``."""
+    seed_everything(seed)
+    builder = get_builder(model_entry.builder)
+    model = builder.build(builder.validate(model_entry.params), method.name, dict(method.options), *build_args)
+    return model.to(device)
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:

@@ -34,7 +34,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 SCHEMA_VERSION = 1
 
@@ -104,9 +104,9 @@ def read_records(results_root: Path, suite: str) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["key"])
 
 
-def finished_keys(results_root: Path, suite: str) -> set[str]:
-    """Keys of the runs of a suite that finished successfully (their records have status "ok")."""
-    return {r["key"] for r in read_records(results_root, suite) if r.get("status") == "ok"}
+def finished_keys(records: Iterable[dict[str, Any]]) -> set[str]:
+    """Keys of the runs that finished successfully (their records have status "ok")."""
+    return {r["key"] for r in records if r.get("status") == "ok"}
 
 
 def supersede(results_root: Path, suite: str, keys: set[str]) -> list[Path]:

@@ -25,7 +25,7 @@ from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
 from .environment import describe_environment
-from .records import SCHEMA_VERSION, read_records, record_path, results_folder, supersede, write_json_atomic
+from .records import SCHEMA_VERSION, finished_keys, read_records, record_path, results_folder, supersede, write_json_atomic
 
 
 @dataclass
@@ -89,7 +89,7 @@ def run_suite(
         runs = shard(runs, *shard_spec)
     folder = results_folder(suite.name, limit)
     existing = read_records(results_root, folder)
-    done = {r["key"] for r in existing if r.get("status") == "ok"}
+    done = finished_keys(existing)
     keys_by_name: dict[str, set[str]] = {}
     for r in existing:
         keys_by_name.setdefault(r["name"], set()).add(r["key"])

@@ -235,8 +235,6 @@ class HFMoEModel(MoEModel):
     serves as the MoE layers' ``padding_mask`` unless one is given.
     """
 
-    tokenizer: Any = None  # set by the model builders; lm-eval and the LM tasks read it
-
     @property
     def config(self) -> Any:
         return self.backbone.config

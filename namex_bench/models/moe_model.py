@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +82,8 @@ class ModelOutput:
 
 class MoEModel(nn.Module):
     """A backbone whose FFNs are :class:`MoESlot` s; ``forward`` runs one :class:`ForwardPass`."""
+
+    tokenizer: Any = None  # a text model's tokenizer, set by its builder; the text tasks and lm-eval read it
 
     def __init__(self, backbone: nn.Module, passes: PassHolder):
         super().__init__()

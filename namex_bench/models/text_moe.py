@@ -115,16 +115,8 @@ class EncoderClassifier(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-class TextMoEModel(MoEModel):
-    """An :class:`MoEModel` around an :class:`EncoderClassifier`, with its ``tokenizer``."""
-
-    def __init__(self, backbone: EncoderClassifier, passes: PassHolder, tokenizer: Any):
-        super().__init__(backbone, passes)
-        self.tokenizer = tokenizer
-
-
 @register_builder("text_moe", TextMoEParams, kind="text_classifier")
-def build_text_moe(params: TextMoEParams, method: str, method_options: dict, num_labels: int) -> TextMoEModel:
+def build_text_moe(params: TextMoEParams, method: str, method_options: dict, num_labels: int) -> MoEModel:
     """A transformers encoder (BERT family, T5) with upcycled MoE FFNs and a classification head."""
     from transformers import AutoTokenizer
 
@@ -146,4 +138,6 @@ def build_text_moe(params: TextMoEParams, method: str, method_options: dict, num
     classifier = EncoderClassifier(encoder, num_labels, params.classifier_pooling, params.classifier_dropout)
     nn.init.normal_(classifier.head.weight, std=0.02)
     nn.init.zeros_(classifier.head.bias)
-    return TextMoEModel(classifier, passes, tokenizer)
+    model = MoEModel(classifier, passes)
+    model.tokenizer = tokenizer
+    return model

@@ -297,13 +297,11 @@ class LMTraining(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-class LanguageModelingTask(TaskBase):
-    """Train a causal MoE LM on a corpus and report perplexity on its held-out text."""
+class LanguageModelingTask(TaskBase, LMTraining):
+    """Train a causal MoE LM on a corpus (the fields of :class:`LMTraining`) and report
+    perplexity on its held-out text."""
 
     type: Literal["language_modeling"]
-    data: CorpusData
-    context: PositiveInt = 128
-    train: TrainConfig = Field(default_factory=TrainConfig)
     eval: PerplexityEval = Field(default_factory=PerplexityEval)
 
 

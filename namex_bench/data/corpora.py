@@ -24,14 +24,14 @@ for testing a Shakespeare-trained model under domain shift (test only).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..runner.records import write_bytes_atomic
 from .archives import DataUnavailableError, cache_root, fetch_member, fetch_tree
 
 # --------------------------------------------------------------------------- Shakespeare
@@ -325,17 +325,8 @@ def tokenize_corpus(
         stream.extend(ids)
     tokens = torch.tensor(stream, dtype=torch.long)
     if path is not None:
-        _save_atomic(tokens.to(torch.int32), path)  # half the size; ids are far below 2**31
+        buffer = io.BytesIO()
+        torch.save(tokens.to(torch.int32), buffer)  # half the size; ids are far below 2**31
+        write_bytes_atomic(path, buffer.getvalue())
     return tokens
 
-
-def _save_atomic(tensor: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            torch.save(tensor, out)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

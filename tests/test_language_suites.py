@@ -12,7 +12,6 @@ import torch
 import yaml
 
 from namex_bench.cli import main
-from namex_bench.suite.loader import load_suite
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,

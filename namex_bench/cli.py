@@ -1,7 +1,8 @@
 """The ``namex-bench`` command line.
 
     namex-bench validate SUITE          check a suite file without running anything
-    namex-bench run SUITE [...]         run a suite (resumable), then write its report
+    namex-bench run SUITE [...]         run a suite (resumable), then write its report; --executor local|slurm submits it as jobs
+    namex-bench status SUITE            per run: done, failed, running, queued, pending; the results folder's health
     namex-bench report SUITE            regenerate a suite's leaderboards from its run records
     namex-bench list methods            every registered merging method
     namex-bench bench layers [...]      forward+backward time per method vs a dense FFN
@@ -35,6 +36,16 @@ def _cmd_validate(args: argparse.Namespace) -> None:
     )
 
 
+def _selection(args: argparse.Namespace, suite):
+    """The subset of runs asked for with --methods/--models/--tasks/--seeds (None: all of them)."""
+    from .suite.expand import Selection
+
+    chosen = {name: getattr(args, name) for name in ("methods", "models", "tasks", "seeds")}
+    if all(v is None for v in chosen.values()):
+        return None
+    return Selection(**chosen).check(suite)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner.records import results_folder
     from .runner.runner import run_suite
@@ -44,11 +55,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     suite, path = load_suite(args.suite)
     shard_spec = parse_shard(args.shard) if args.shard is not None else None
+    selection = _selection(args, suite)
     results = Path(args.results)
     # smoke runs (--limit) keep their records apart, so they never mix with real ones in a leaderboard
     folder = results_folder(suite.name, args.limit)
+    if args.executor is not None:
+        return _submit(args, suite, results, folder, shard_spec, selection)
     try:
-        summary = run_suite(suite, results, shard_spec=shard_spec, limit=args.limit, device=args.device, fail_fast=args.fail_fast)
+        summary = run_suite(suite, results, shard_spec=shard_spec, selection=selection, limit=args.limit, device=args.device, fail_fast=args.fail_fast)
     except KeyboardInterrupt:
         print(f"namex-bench: interrupted; finished runs are kept in {results / folder / 'runs'} — rerun to resume", file=sys.stderr)
         return 130
@@ -64,6 +78,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
         written = _write_report(results, folder, None)
         print(f"leaderboard: {written}")
     return 1 if summary.failed else 0
+
+
+def _submit(args: argparse.Namespace, suite, results: Path, folder: str, shard_spec, selection) -> int:
+    """``run --executor local|slurm``: submit the pending runs as jobs (executors/submit.py)."""
+    from .executors.options import cluster_options
+    from .executors.status import suite_status
+    from .executors.submit import SubmitOptions, submit_suite
+
+    if args.fail_fast:
+        raise UsageError("--fail-fast stops a suite run in this process; it does not apply to --executor")
+    cluster = cluster_options(
+        suite.cluster, partition=args.partition, account=args.account, qos=args.qos, gpus_per_run=args.gpus_per_run,
+        cpus_per_run=args.cpus_per_run, mem_gb=args.mem, time_min=args.time, max_parallel=args.max_parallel, runs_per_job=args.runs_per_job,
+    )
+    options = SubmitOptions(args.executor, cluster, retries=args.retries)
+    submission = submit_suite(suite, results, options, limit=args.limit, device=args.device, shard_spec=shard_spec, selection=selection)
+    where = results / folder
+    submitted = sum(len(names) for names in submission.jobs.values())
+    print(
+        f"{suite.name}: {submission.total} runs, {submission.done} already done, {len(submission.in_flight)} already queued or running, "
+        f"{submitted} submitted in {len(submission.jobs)} {args.executor} job(s); logs in {where / 'jobs'}"
+    )
+    for note in submission.died:
+        print(f"  {note}")
+    if args.executor == "slurm":
+        if submission.jobs:
+            print(f"follow them with `namex-bench status {args.suite} --results {results}`{f' --limit {args.limit}' if args.limit else ''}")
+        return 0
+    status = suite_status(suite, results, limit=args.limit, selection=selection)
+    names = {name for job in submission.jobs.values() for name in job}
+    unfinished = [r for r in status.runs if r.name in names and r.state != "done"]
+    for r in unfinished:
+        print(f"  {r.state}: {r.name}{f' — {r.detail}' if r.detail else ''}")
+    if not args.no_report and submission.jobs:
+        print(f"leaderboard: {_write_report(results, folder, None)}")
+    return 1 if unfinished else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .executors.status import suite_status
+    from .suite.loader import load_suite
+
+    suite, _ = load_suite(args.suite)
+    status = suite_status(suite, Path(args.results), limit=args.limit, selection=_selection(args, suite))
+    rows = [[r.state, r.name, r.key, r.detail] for r in status.runs]
+    print(f"{suite.name}: runs in {Path(args.results) / status.folder / 'runs'}")
+    print(tabulate(rows, headers=["state", "run", "key", "detail"], tablefmt="github"))
+    totals = status.totals
+    print(f"total {len(status.runs)}: " + ", ".join(f"{n} {state}" for state, n in totals.items()))
+    if status.health:
+        print("results folder:")
+        for line in status.health:
+            print(f"  - {line}")
+    else:
+        print("results folder: healthy")
+    return 0
 
 
 def _write_report(results: Path, suite: str, reference: str | None) -> Path:
@@ -165,6 +235,50 @@ def _positive(value: str) -> int:
     return number
 
 
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return number
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _seeds(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in _names(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _mem(value: str) -> float:
+    from .executors.options import parse_mem
+
+    try:
+        return parse_mem(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--mem: ")) from None
+
+
+def _time(value: str) -> int:
+    from .executors.options import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--time: ")) from None
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    subset = parser.add_argument_group("subsets", "only the matching runs (their keys are unchanged: they join the suite's other records)")
+    subset.add_argument("--methods", type=_names, metavar="A,B", help="methods (their labels)")
+    subset.add_argument("--models", type=_names, metavar="M,N", help="models")
+    subset.add_argument("--tasks", type=_names, metavar="T,U", help="tasks")
+    subset.add_argument("--seeds", type=_seeds, metavar="0,1", help="seeds")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="namex-bench", description="Benchmark and robustness suite for expert merging in sparse MoE models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -181,7 +295,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: record it and go on)")
     run.add_argument("--results", default="results", help="the results folder (default ./results)")
     run.add_argument("--no-report", action="store_true", help="do not regenerate the leaderboards afterwards")
+    _add_selection(run)
+    cluster = run.add_argument_group("executors", "where runs execute (defaults: the suite's `cluster:` block); without --executor, here, one after another")
+    cluster.add_argument("--executor", choices=["local", "slurm"], help="submit the pending runs as jobs: a SLURM job array, or local worker processes")
+    cluster.add_argument("--partition", help="SLURM partition")
+    cluster.add_argument("--account", help="SLURM account (passed through)")
+    cluster.add_argument("--qos", help="SLURM quality of service (passed through)")
+    cluster.add_argument("--gpus-per-run", type=_non_negative, help="GPUs per run; more than 1 launches the run with torchrun inside its job")
+    cluster.add_argument("--cpus-per-run", type=_positive, help="CPUs per run (also its torch threads)")
+    cluster.add_argument("--mem", type=_mem, help="memory per job, e.g. 64G")
+    cluster.add_argument("--time", type=_time, help="time limit per job: minutes or SLURM's [D-]H:M:S (a job that reaches it is requeued)")
+    cluster.add_argument("--max-parallel", type=_positive, help="jobs at once: the SLURM array throttle, or the local worker processes (default 1)")
+    cluster.add_argument("--runs-per-job", type=_positive, help="runs executed one after another in each job (default 1)")
+    cluster.add_argument("--retries", type=int, default=1, help="local: resubmit a job whose process died this many times (default 1)")
     run.set_defaults(func=_cmd_run)
+
+    status = commands.add_parser("status", help="what of a suite is done, failed, running, queued or pending; the results folder's health")
+    status.add_argument("suite", help="a suite name (suites/NAME.yaml) or a path")
+    status.add_argument("--results", default="results", help="the results folder (default ./results)")
+    status.add_argument("--limit", type=_positive, help="the --limit smoke runs' records (<suite>-limit<N>)")
+    _add_selection(status)
+    status.set_defaults(func=_cmd_status)
 
     report = commands.add_parser("report", help="regenerate a suite's leaderboards, tables and plots from its records")
     report.add_argument("suite", help="the suite's name (its folder under --results)")

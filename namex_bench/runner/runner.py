@@ -20,11 +20,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..device import autocast_dtype, resolve_device
-from ..suite.expand import RunSpec, expand, shard
+from ..suite.expand import RunSpec, Selection, expand, shard
 from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
 from .environment import describe_environment
+from .placement import placement
 from .records import SCHEMA_VERSION, finished_keys, read_records, record_path, results_folder, supersede, write_json_atomic
 
 
@@ -46,6 +47,7 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         "config": run.config,
         "reference": suite.reference,
         "environment": describe_environment(ctx.device, distributed.world_size()),
+        "placement": placement(),
     }
     start = time.perf_counter()
     try:
@@ -69,42 +71,84 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
     return record
 
 
-def run_suite(
-    suite: Suite,
-    results_root: Path,
-    *,
-    shard_spec: tuple[int, int] | None = None,
-    limit: int | None = None,
-    device: str | None = None,
-    fail_fast: bool = False,
-) -> RunSummary:
-    """Run every unfinished run of ``suite`` (or of one shard of it)."""
+def run_context(suite: Suite, device: str | None = None, limit: int | None = None) -> RunContext:
+    """Where and how this process executes the suite's runs: the device (``device`` overrides
+    the suite's), joined to the process group under ``torchrun``, and the autocast dtype."""
     torch_device = resolve_device(device or suite.device)
     distributed.init(torch_device)
     torch_device = distributed.local_device(torch_device)
-    ctx = RunContext(torch_device, autocast_dtype(torch_device, suite.precision), limit)
+    return RunContext(torch_device, autocast_dtype(torch_device, suite.precision), limit)
 
+
+@dataclass
+class SuitePlan:
+    """The runs of a suite (or of one shard or subset of it) and which of them are pending.
+
+    ``older``: per run name, the keys of every record on disk (records of an older
+    configuration of a run are superseded when it gets a new one)."""
+
+    folder: str
+    runs: list[RunSpec]
+    pending: list[RunSpec]
+    older: dict[str, set[str]]
+
+
+def plan_suite(
+    suite: Suite,
+    results_root: Path,
+    *,
+    limit: int | None = None,
+    shard_spec: tuple[int, int] | None = None,
+    selection: Selection | None = None,
+) -> SuitePlan:
+    """Which runs of ``suite`` are to be run: every run (of the shard, of the subset) without
+    a record of status "ok" under ``results_root``."""
     runs = expand(suite, limit)
+    if selection is not None:
+        runs = selection.apply(runs)
     if shard_spec is not None:
         runs = shard(runs, *shard_spec)
     folder = results_folder(suite.name, limit)
     existing = read_records(results_root, folder)
     done = finished_keys(existing)
-    keys_by_name: dict[str, set[str]] = {}
+    older: dict[str, set[str]] = {}
     for r in existing:
-        keys_by_name.setdefault(r["name"], set()).add(r["key"])
-    todo = [r for r in runs if r.key not in done]
-    summary = RunSummary(total=len(runs), skipped=len(runs) - len(todo))
-    bar = tqdm(todo, desc=suite.name, unit="run", disable=None if distributed.is_main() else True)
+        older.setdefault(r["name"], set()).add(r["key"])
+    return SuitePlan(folder, runs, [r for r in runs if r.key not in done], older)
+
+
+def execute_and_record(run: RunSpec, suite: Suite, ctx: RunContext, results_root: Path, plan: SuitePlan) -> dict:
+    """Execute one run and write its record (rank 0 only under ``torchrun``); a successful
+    run's records of older configurations are superseded. Every executor runs a run through
+    here, so a run executed anywhere writes the same record. Returns the record."""
+    record = execute(run, suite, ctx)
+    if distributed.is_main():
+        write_json_atomic(record_path(results_root, plan.folder, run.key), record)
+        if record["status"] == "ok":
+            for path in supersede(results_root, plan.folder, plan.older.get(run.name, set()) - {run.key}):
+                tqdm.write(f"run {run.name}: its record of an older configuration moved to {path}")
+    distributed.barrier()
+    return record
+
+
+def run_suite(
+    suite: Suite,
+    results_root: Path,
+    *,
+    shard_spec: tuple[int, int] | None = None,
+    selection: Selection | None = None,
+    limit: int | None = None,
+    device: str | None = None,
+    fail_fast: bool = False,
+) -> RunSummary:
+    """Run every unfinished run of ``suite`` (or of one shard or subset of it), one after another."""
+    ctx = run_context(suite, device, limit)
+    plan = plan_suite(suite, results_root, limit=limit, shard_spec=shard_spec, selection=selection)
+    summary = RunSummary(total=len(plan.runs), skipped=len(plan.runs) - len(plan.pending))
+    bar = tqdm(plan.pending, desc=suite.name, unit="run", disable=None if distributed.is_main() else True)
     for run in bar:
         bar.set_postfix_str(run.name)
-        record = execute(run, suite, ctx)
-        if distributed.is_main():
-            write_json_atomic(record_path(results_root, folder, run.key), record)
-            if record["status"] == "ok":
-                for path in supersede(results_root, folder, keys_by_name.get(run.name, set()) - {run.key}):
-                    tqdm.write(f"run {run.name}: its record of an older configuration moved to {path}")
-        distributed.barrier()
+        record = execute_and_record(run, suite, ctx, results_root, plan)
         if record["status"] == "ok":
             summary.finished.append(run.name)
         else:

@@ -80,3 +80,41 @@ def shard(runs: list[RunSpec], i: int, n: int) -> list[RunSpec]:
     """The runs of shard ``i`` of ``n``: chosen by key, so shards never overlap, together
     cover every run, and a run stays in its shard when the suite gains other runs."""
     return [r for r in runs if int(r.key, 16) % n == i - 1]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A subset of a suite's runs: only these methods (by label), models, tasks and seeds
+    (``None``: all). Keys are unchanged, so a subset's records join the suite's others."""
+
+    methods: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None
+    tasks: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+    def check(self, suite: Suite) -> "Selection":
+        """``self``, or a ValueError naming the option and the suite's known values when a
+        name (or seed) is not in the suite."""
+        known = {
+            "methods": [m.display for m in suite.methods],
+            "models": [m.name for m in suite.models],
+            "tasks": [t.name for t in suite.tasks],
+            "seeds": list(suite.seeds),
+        }
+        for option, names in known.items():
+            unknown = [n for n in getattr(self, option) or () if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"--{option}: {', '.join(map(str, unknown))} not in suite {suite.name!r}; known: {', '.join(map(str, names))}"
+                )
+        return self
+
+    def apply(self, runs: list[RunSpec]) -> list[RunSpec]:
+        """The runs that match every given option, in their order."""
+        return [
+            r for r in runs
+            if (self.methods is None or r.method.display in self.methods)
+            and (self.models is None or r.model.name in self.models)
+            and (self.tasks is None or r.task.name in self.tasks)
+            and (self.seeds is None or r.seed in self.seeds)
+        ]

@@ -326,6 +326,31 @@ Task = Annotated[
 ]
 
 
+class ClusterDefaults(Strict):
+    """Defaults for ``namex-bench run --executor slurm|local`` (each flag of the command line
+    overrides its field): what one run asks of the cluster, and how runs are grouped into jobs.
+    Where runs execute is not part of what they are: nothing here enters a run's key.
+
+    ``gpus_per_run`` > 1 launches each run with ``torchrun`` (one process per GPU) inside its
+    job; ``time_min`` is a job's time limit (a job that reaches it is requeued, and resumes at
+    its first unfinished run); ``max_parallel`` caps the jobs that run at once (the array
+    throttle on SLURM, the worker processes of the local executor); ``setup``: shell lines run
+    before a SLURM job (``module load …``, ``source venv/bin/activate``); ``sbatch``: further
+    ``#SBATCH`` options by name (``{constraint: a100, exclusive: true}``)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_run: NonNegativeInt = 0
+    cpus_per_run: PositiveInt | None = None
+    mem_gb: PositiveFloat | None = None
+    time_min: PositiveInt = 240
+    max_parallel: PositiveInt | None = None
+    runs_per_job: PositiveInt = 1
+    setup: list[str] = Field(default_factory=list)
+    sbatch: dict[str, str | int | bool] = Field(default_factory=dict)
+
+
 class Suite(Strict):
     name: str
     description: str = ""
@@ -337,6 +362,7 @@ class Suite(Strict):
     methods: list[MethodEntry] = Field(min_length=1)
     models: list[ModelEntry] = Field(min_length=1)
     tasks: list[Task] = Field(min_length=1)
+    cluster: ClusterDefaults = Field(default_factory=ClusterDefaults)
 
     @field_validator("seeds")
     @classmethod

@@ -1,0 +1,189 @@
+"""Executors: a suite's runs submitted as jobs (submitit's local executor here; SLURM through
+stand-ins for sbatch/srun/squeue) write the records a serial run writes, never run a
+finished run twice, and survive a killed or preempted worker.
+
+The suite is the runner tests' tiny one (a 2-block ViT-MoE of width 16 on 64 MNIST digits)
+with three seeds: 6 runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from namex_bench.cli import main
+from namex_bench.runner.records import read_records
+
+from test_runner import FOLDER, LIMIT, write_suite
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def metrics_by_key(results: Path) -> dict[str, tuple]:
+    return {r["key"]: (r["name"], r["status"], r["metrics"], r["cells"], r["config"]) for r in read_records(results, FOLDER)}
+
+
+def markers(results: Path) -> list[dict]:
+    found = []
+    for path in (results / FOLDER / "running").glob("*.json"):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            pass  # being written or removed
+    return found
+
+
+def test_local_executor_with_two_workers_gives_the_serial_records_and_survives_killed_and_preempted_workers(tmp_path, capsys):
+    suite = write_suite(tmp_path, seeds=(0, 1, 2))
+    jobs, serial = tmp_path / "jobs", tmp_path / "serial"
+    command = [sys.executable, "-m", "namex_bench.cli", "run", str(suite), "--results", str(jobs), "--limit", LIMIT,
+               "--executor", "local", "--max-parallel", "2", "--cpus-per-run", "1", "--no-report"]
+    proc = subprocess.Popen(command, env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Kill the first worker seen executing a run (SIGKILL: like the OOM killer; the client
+    # resubmits its run), and preempt the next one (SIGUSR2: what SLURM sends before a
+    # preemption or the time limit; submitit checkpoints the job and requeues it).
+    killed = preempted = None
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and preempted is None and time.monotonic() < deadline:
+        for marker in markers(jobs):
+            if killed is None:
+                killed = marker
+                os.kill(marker["pid"], signal.SIGKILL)
+            elif marker["job_id"] != killed["job_id"] and marker["key"] != killed["key"]:
+                preempted = marker
+                os.kill(marker["pid"], signal.SIGUSR2)
+                break
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    assert killed is not None and preempted is not None, out
+    assert "6 submitted in 6 local job(s)" in out and f"job {killed['job_id']} (" in out and "resubmitted 1 run(s)" in out, out
+
+    records = {r["key"]: r for r in read_records(jobs, FOLDER)}
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records.values())
+    # the killed run was redone by another job; the preempted one by its own job, requeued
+    assert records[killed["key"]]["placement"]["job_id"] != killed["job_id"]
+    assert records[preempted["key"]]["placement"]["job_id"] == preempted["job_id"]
+    log = (jobs / FOLDER / "jobs" / preempted["job_id"] / f"{preempted['job_id']}_0_log.err").read_text()
+    assert "Requeued job" in log, log[-2000:]
+    assert all(r["placement"]["executor"] == "local" for r in records.values())
+    assert not list((jobs / FOLDER / "running").glob("*.json")) and not list(jobs.rglob(".*.tmp"))
+
+    assert main(["run", str(suite), "--results", str(serial), "--limit", LIMIT, "--no-report"]) == 0
+    assert metrics_by_key(jobs) == metrics_by_key(serial)  # bit-identical metrics and cells, same keys and configs
+
+    # a resubmission submits nothing, and starts no job
+    before = sorted(p.name for p in (jobs / FOLDER / "jobs").iterdir())
+    capsys.readouterr()
+    assert main(["run", str(suite), "--results", str(jobs), "--limit", LIMIT, "--executor", "local", "--max-parallel", "2", "--no-report"]) == 0
+    assert "6 already done, 0 already queued or running, 0 submitted in 0 local job(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in (jobs / FOLDER / "jobs").iterdir()) == before
+
+
+def fake_slurm(bin_dir: Path, squeue_states: Path) -> None:
+    """``sbatch`` that keeps the script and answers with job 4242, ``srun`` (submitit looks for it),
+    and ``squeue`` that prints the states listed in ``squeue_states``."""
+    bin_dir.mkdir()
+    scripts = {
+        "sbatch": f'#!/bin/sh\ncp "$1" "{bin_dir}/submitted.sh"\necho "Submitted batch job 4242"\n',
+        "srun": "#!/bin/sh\nexit 0\n",
+        "squeue": f'#!/bin/sh\ncat "{squeue_states}" 2>/dev/null\n',
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+
+
+def test_slurm_submission_is_one_job_array_whose_tasks_write_the_records(tmp_path, monkeypatch, capsys):
+    suite = write_suite(tmp_path, seeds=(0, 1, 2))
+    results = tmp_path / "results"
+    bin_dir, states = tmp_path / "bin", tmp_path / "squeue.txt"
+    fake_slurm(bin_dir, states)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    # two runs are already done: they are not submitted
+    assert main(["run", str(suite), "--results", str(results), "--limit", LIMIT, "--seeds", "0", "--no-report"]) == 0
+    capsys.readouterr()
+    argv = ["run", str(suite), "--results", str(results), "--limit", LIMIT, "--executor", "slurm", "--partition", "gpu",
+            "--gpus-per-run", "1", "--cpus-per-run", "8", "--mem", "64G", "--time", "2:00:00", "--max-parallel", "3",
+            "--runs-per-job", "2", "--account", "proj42", "--qos", "high"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "6 runs, 2 already done, 0 already queued or running, 4 submitted in 2 slurm job(s)" in out, out
+
+    sbatch = (bin_dir / "submitted.sh").read_text()
+    logs = results / FOLDER / "jobs"
+    for line in ("--array=0-1%2", "--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=64GB", "--time=120",
+                 "--account=proj42", "--qos=high", "--requeue", "--signal=USR2@90", f"--output={logs}/%A_%a/%A_%a_0_log.out"):
+        assert f"#SBATCH {line}" in sbatch, (line, sbatch)
+    manifest = json.loads(next((results / FOLDER / "submissions").glob("*.json")).read_text())
+    assert [job["job_id"] for job in manifest["jobs"]] == ["4242_0", "4242_1"] and all(len(j["keys"]) == 2 for j in manifest["jobs"])
+
+    # while the array waits in the queue, status says so, and a second submission adds nothing
+    states.write_text("4242_0|PENDING\n4242_1|PENDING\n")
+    assert main(["status", str(suite), "--results", str(results), "--limit", LIMIT]) == 0
+    out = capsys.readouterr().out
+    assert "total 6: 2 done, 0 failed, 0 running, 4 queued, 0 pending" in out and "slurm job 4242_1, pending" in out, out
+    assert main(argv) == 0
+    assert "4 already queued or running, 0 submitted in 0 slurm job(s)" in capsys.readouterr().out
+
+    # array task 0 runs as SLURM would start it: its two runs' records say where they ran
+    env = cli_env(SUBMITIT_EXECUTOR="slurm", SLURM_JOB_ID="4243", SLURM_ARRAY_JOB_ID="4242", SLURM_ARRAY_TASK_ID="0",
+                  SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1",
+                  SLURMD_NODENAME="node042")
+    task = subprocess.run([sys.executable, "-u", "-m", "submitit.core._submit", str(logs / "%j")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert task.returncode == 0, task.stdout[-3000:] + task.stderr[-3000:]
+    records = {r["key"]: r for r in read_records(results, FOLDER)}
+    ran = manifest["jobs"][0]["keys"]
+    assert all(records[k]["status"] == "ok" and records[k]["placement"] == {"host": "node042", "executor": "slurm", "job_id": "4242_0"} for k in ran)
+    states.write_text("4242_1|RUNNING\n")
+    assert main(["status", str(suite), "--results", str(results), "--limit", LIMIT]) == 0
+    assert "total 6: 4 done, 0 failed, 0 running, 2 queued, 0 pending" in capsys.readouterr().out
+
+
+def test_slurm_without_srun_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    suite = write_suite(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["run", str(suite), "--results", str(tmp_path / "r"), "--limit", LIMIT, "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "--executor slurm" in err and "srun" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440), ("1-2:30", 1590), ("0-0:0:1", 1)])
+def test_time_limits_in_slurm_formats(text, minutes):
+    from namex_bench.executors.options import parse_time
+
+    assert parse_time(text) == minutes
+
+
+@pytest.mark.parametrize(("text", "gb"), [("64G", 64), ("64GB", 64), ("512M", 0.5), ("1.5T", 1536), ("16", 16)])
+def test_memory_sizes(text, gb):
+    from namex_bench.executors.options import parse_mem
+
+    assert parse_mem(text) == gb
+
+
+def test_cluster_defaults_come_from_the_suite_and_the_command_line_overrides_them(tmp_path):
+    from namex_bench.executors.options import cluster_options
+    from namex_bench.suite.loader import load_suite
+
+    path = write_suite(tmp_path)
+    path.write_text(path.read_text() + "cluster: {partition: a100, gpus_per_run: 2, time_min: 600, setup: [module load cuda]}\n")
+    suite, _ = load_suite(str(path))
+    merged = cluster_options(suite.cluster, partition="h100", gpus_per_run=None, mem_gb=80.0)
+    assert (merged.partition, merged.gpus_per_run, merged.time_min, merged.mem_gb, merged.setup) == ("h100", 2, 600, 80.0, ["module load cuda"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from tabulate import tabulate
@@ -24,16 +25,30 @@ class UsageError(Exception):
 
 
 def _cmd_validate(args: argparse.Namespace) -> None:
+    from .data.paths import without_data_checks
     from .suite.expand import expand
-    from .suite.loader import load_suite
+    from .suite.loader import load_suite, read_suite_data
+    from .suite.requirements import data_paths, environment_variables
 
-    suite, path = load_suite(args.suite)
-    runs = expand(suite)
+    suite, path = load_suite(args.suite, check_data=not args.no_data)
+    with without_data_checks() if args.no_data else nullcontext():
+        runs = expand(suite)
+        paths = data_paths(suite)
     pairs = sum(len(suite.task_models(t)) for t in suite.tasks)
     print(
-        f"{path}: OK — {len(suite.methods)} methods × {pairs} task/model pairs ({len(suite.tasks)} tasks, {len(suite.models)} models) × "
-        f"{len(suite.seeds)} seeds = {len(runs)} runs"
+        f"{path}: OK{' (data not checked)' if args.no_data else ''} — {len(suite.methods)} methods × {pairs} task/model pairs "
+        f"({len(suite.tasks)} tasks, {len(suite.models)} models) × {len(suite.seeds)} seeds = {len(runs)} runs"
     )
+    variables = environment_variables(read_suite_data(args.suite)[0])
+    if variables:
+        print("environment variables it reads:")
+        for var in variables:
+            state = f"set: {var.value}" if var.value is not None else "unset" + (f", default {var.default!r}" if var.default is not None else " — required")
+            print(f"  {var.name} ({state}) — {', '.join(var.fields)}")
+    if paths:
+        print("data paths it needs:")
+        for field, value in paths:
+            print(f"  {field}: {value} ({'exists' if value.exists() else 'missing'})")
 
 
 def _selection(args: argparse.Namespace, suite):
@@ -95,10 +110,9 @@ def _submit(args: argparse.Namespace, suite, results: Path, folder: str, shard_s
     options = SubmitOptions(args.executor, cluster, retries=args.retries)
     submission = submit_suite(suite, results, options, limit=args.limit, device=args.device, shard_spec=shard_spec, selection=selection)
     where = results / folder
-    submitted = sum(len(names) for names in submission.jobs.values())
     print(
         f"{suite.name}: {submission.total} runs, {submission.done} already done, {len(submission.in_flight)} already queued or running, "
-        f"{submitted} submitted in {len(submission.jobs)} {args.executor} job(s); logs in {where / 'jobs'}"
+        f"{submission.submitted} submitted in {-(-submission.submitted // cluster.runs_per_job)} {args.executor} job(s); logs in {where / 'jobs'}"
     )
     for note in submission.died:
         print(f"  {note}")
@@ -285,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a suite file without running anything")
     validate.add_argument("suite", help="a suite name (suites/NAME.yaml) or a path")
+    validate.add_argument("--no-data", action="store_true", help="check everything but the data: paths need not exist, ${VARIABLES} need not be set")
     validate.set_defaults(func=_cmd_validate)
 
     run = commands.add_parser("run", help="run a suite (finished runs are skipped), then write its report")

@@ -78,7 +78,7 @@ def test_local_executor_with_two_workers_gives_the_serial_records_and_survives_k
     # the killed run was redone by another job; the preempted one by its own job, requeued
     assert records[killed["key"]]["placement"]["job_id"] != killed["job_id"]
     assert records[preempted["key"]]["placement"]["job_id"] == preempted["job_id"]
-    log = (jobs / FOLDER / "jobs" / preempted["job_id"] / f"{preempted['job_id']}_0_log.err").read_text()
+    log = (jobs / FOLDER / "jobs" / preempted["job_id"] / f"{preempted['job_id']}_0_log.out").read_text()
     assert "Requeued job" in log, log[-2000:]
     assert all(r["placement"]["executor"] == "local" for r in records.values())
     assert not list((jobs / FOLDER / "running").glob("*.json")) and not list(jobs.rglob(".*.tmp"))

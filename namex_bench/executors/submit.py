@@ -54,15 +54,16 @@ class SubmitOptions:
 
 @dataclass
 class Submission:
-    """What :func:`submit_suite` did: the jobs it submitted (``{job id: run names}``), the runs it
-    left out (already done, or in flight in an earlier submission), and for the local executor
-    the jobs' outcome."""
+    """What :func:`submit_suite` did: how many runs it submitted, its jobs (``{job id: run names}``),
+    the runs it left out (already done, or in flight in an earlier submission), and for the
+    local executor the jobs that died."""
 
     executor: str
     total: int
     done: int
     in_flight: dict[str, str]
-    jobs: dict[str, list[str]] = field(default_factory=dict)
+    submitted: int = 0  # runs
+    jobs: dict[str, list[str]] = field(default_factory=dict)  # every job, resubmissions included
     died: list[str] = field(default_factory=list)
     manifest: Path | None = None
 
@@ -92,7 +93,7 @@ def submit_suite(
         SuiteJob(suite, str(results_root), tuple(r.key for r in runs), limit, device, processes=max(1, cluster.gpus_per_run), threads=cluster.cpus_per_run)
         for runs in group(todo, cluster.runs_per_job)
     ]
-    submission = Submission(options.executor, len(plan.runs), len(plan.runs) - len(plan.pending), flying)
+    submission = Submission(options.executor, len(plan.runs), len(plan.runs) - len(plan.pending), flying, submitted=len(todo))
     if not jobs:
         return submission
     names = {r.key: r.name for r in plan.runs}
@@ -181,7 +182,7 @@ def run_local(
                 job.result()
             except Exception as exc:  # the job's process died or raised outside its runs
                 unrecorded = tuple(k for k in spec.keys if not _recorded_since(record_path(results_root, folder, k), started))
-                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 if unrecorded and retries > 0:
                     queue.append((replace(spec, keys=unrecorded), retries - 1))
                     submission.died.append(f"job {job.job_id} ({reason}): resubmitted {len(unrecorded)} run(s)")

@@ -137,7 +137,7 @@ def evaluate_lm_eval(
     limit: int | None = None,
     num_fewshot: int | None = None,
     batch_size: int = 8,
-    device: str = "cpu",
+    device: str | None = "cpu",
     seed: int = 0,
 ) -> LMEvalResult:
     """Score ``model`` on lm-eval ``tasks`` (``mmlu``, ``arc_easy``, ``arc_challenge``, or

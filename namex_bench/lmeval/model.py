@@ -39,8 +39,9 @@ def resolve_tokenizer(model: nn.Module, tokenizer: Any | None) -> Any:
 
 
 @contextmanager
-def lm_eval_model(model: nn.Module, tokenizer: Any | None = None, *, batch_size: int = 8, device: str = "cpu") -> Iterator[Any]:
-    """Yield an lm-eval ``HFLM`` around ``model`` (moved to ``device``, in eval mode, no grad).
+def lm_eval_model(model: nn.Module, tokenizer: Any | None = None, *, batch_size: int = 8, device: str | None = "cpu") -> Iterator[Any]:
+    """Yield an lm-eval ``HFLM`` around ``model`` (moved to ``device`` — ``None``: left where it
+    is, e.g. spread over several GPUs — in eval mode, no grad).
 
     For an :class:`MoEModel` the backbone is wrapped inside ``model.standalone()``. The
     model's training flag is restored on exit (its device is not)."""
@@ -49,7 +50,8 @@ def lm_eval_model(model: nn.Module, tokenizer: Any | None = None, *, batch_size:
     backbone = causal_lm_backbone(model)
     tokenizer = resolve_tokenizer(model, tokenizer)
     was_training = model.training
-    model.to(device)
+    if device is not None:
+        model.to(device)
     model.eval()
     standalone = model.standalone() if isinstance(model, MoEModel) else nullcontext()
     try:

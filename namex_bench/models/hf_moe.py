@@ -239,6 +239,14 @@ class HFMoEModel(MoEModel):
     def config(self) -> Any:
         return self.backbone.config
 
+    @property
+    def decoder_layers(self) -> list[nn.Module]:
+        """The backbone's transformer layers, in order: the modules of the classes that
+        ``transformers`` never splits across devices (``_no_split_modules``: e.g.
+        ``Qwen2MoeDecoderLayer``, ``GPT2Block``) — FSDP's units and ``device_map``'s."""
+        names = set(getattr(self.backbone, "_no_split_modules", None) or ())
+        return [m for m in self.backbone.modules() if any(cls.__name__ in names for cls in type(m).__mro__)]  # FSDP subclasses too
+
 
 # --------------------------------------------------------------------------- reading blocks
 

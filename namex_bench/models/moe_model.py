@@ -63,7 +63,7 @@ class MoESlot(nn.Module):
         current = self._passes.current
         if current is None:
             raise RuntimeError("an MoE layer ran outside MoEModel.forward: call the wrapping MoEModel, not its backbone")
-        out = self.layer(x.reshape(x.shape[0], -1, x.shape[-1]), current.state, current.padding_mask)
+        out = self.layer(x.reshape(x.shape[0], -1, x.shape[-1]), current.state.to(x.device), current.padding_mask)
         current.state = out.state
         current.aux_loss = current.aux_loss + out.aux_loss
         current.stats.append(out.stats)

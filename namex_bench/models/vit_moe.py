@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from ..data.paths import require_file
 from .moe_model import MoEModel, PassHolder
 from .moe_params import MoEParams, default_pooling, moe_slots
 from .registry import register_builder
@@ -37,8 +38,8 @@ class VitMoEParams(MoEParams):
     pooling: Literal["token", "image"] | None = None  # default: token for smoe, image for merging methods
 
     def model_post_init(self, _context) -> None:
-        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
-            raise ValueError(f"checkpoint {self.checkpoint} does not exist")
+        if self.checkpoint is not None:
+            require_file(self.checkpoint, "checkpoint")
         if self.timm_model is None and self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -51,7 +51,8 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
     }
     start = time.perf_counter()
     try:
-        result = task_runner(run.task.type)(run.task, run.model, run.method, run.seed, ctx)
+        run_ctx = replace(ctx, parallel=run.task.parallel or run.model.parallel)
+        result = task_runner(run.task.type)(run.task, run.model, run.method, run.seed, run_ctx)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded, and the suite goes on

@@ -56,7 +56,7 @@ def expand(suite: Suite, limit: int | None = None) -> list[RunSpec]:
                     config = {
                         "method": {"label": method.display, "name": method.name, "options": resolved_options(method)},
                         "model": {"name": model.name, "builder": model.builder, "params": params},
-                        "task": task.model_dump(mode="json", exclude={"models"}),  # where it runs, not what
+                        "task": task.model_dump(mode="json", exclude={"models", "parallel"}),  # where and how it runs, not what
                         "seed": seed,
                         "limit": limit,
                     }

@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ..data.paths import without_data_checks
+from .requirements import ENV_VAR
 from .schema import Suite
 
 SUITES_DIR = "suites"
@@ -47,26 +49,26 @@ def find_suite(name_or_path: str) -> Path:
     raise SuiteError(name_or_path, None, f"no suite of that name; known suites: {', '.join(known) or 'none'}")
 
 
-_ENV_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
-
-
-def expand_environment(data: Any, path: Path, node: yaml.Node | None, loc: tuple = ()) -> Any:
+def expand_environment(data: Any, path: Path, node: yaml.Node | None, loc: tuple = (), *, strict: bool = True) -> Any:
     """Replace ``${NAME}`` and ``${NAME:-default}`` in string values by environment variables
-    (data paths differ between machines); an unset variable without a default is an error."""
+    (data paths differ between machines); an unset variable without a default is an error
+    (``strict``) or left as it is written."""
     if isinstance(data, dict):
-        return {k: expand_environment(v, path, node, (*loc, k)) for k, v in data.items()}
+        return {k: expand_environment(v, path, node, (*loc, k), strict=strict) for k, v in data.items()}
     if isinstance(data, list):
-        return [expand_environment(v, path, node, (*loc, i)) for i, v in enumerate(data)]
+        return [expand_environment(v, path, node, (*loc, i), strict=strict) for i, v in enumerate(data)]
     if not isinstance(data, str) or "${" not in data:
         return data
 
     def substitute(match: re.Match) -> str:
         value = os.environ.get(match["name"], match["default"])
+        if value is None and not strict:
+            return match[0]
         if value is None:
             raise SuiteError(path, _field_path(loc), f"environment variable {match['name']} is not set (and has no ${{{match['name']}:-default}})", _line_of(node, loc))
         return value
 
-    return _ENV_VAR.sub(substitute, data)
+    return ENV_VAR.sub(substitute, data)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -128,8 +130,24 @@ def _known_fields(loc: tuple[Any, ...]) -> list[str]:
     return sorted({name for model in models for name in model.model_fields})
 
 
-def load_suite(name_or_path: str) -> tuple[Suite, Path]:
-    """Parse and validate a suite file; imports its ``plugins`` and checks methods and models."""
+def load_suite(name_or_path: str, *, check_data: bool = True) -> tuple[Suite, Path]:
+    """Parse and validate a suite file; imports its ``plugins`` and checks methods and models.
+
+    ``check_data=False`` checks everything but the data: data paths need not exist, and
+    ``${NAME}`` variables that are not set stay as they are written."""
+    if check_data:
+        return _load_suite(name_or_path, strict_environment=True)
+    with without_data_checks():
+        return _load_suite(name_or_path, strict_environment=False)
+
+
+def read_suite_data(name_or_path: str) -> tuple[Any, Path]:
+    """A suite file's raw YAML data, before validation and ``${NAME}`` substitution."""
+    path = find_suite(name_or_path)
+    return yaml.safe_load(path.read_text(encoding="utf-8")), path
+
+
+def _load_suite(name_or_path: str, strict_environment: bool) -> tuple[Suite, Path]:
     path = find_suite(name_or_path)
     text = path.read_text(encoding="utf-8")
     try:
@@ -141,7 +159,7 @@ def load_suite(name_or_path: str) -> tuple[Suite, Path]:
         raise SuiteError(path, None, f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
     if not isinstance(data, dict):
         raise SuiteError(path, None, "a suite file is a YAML mapping (name:, methods:, models:, tasks:, seeds:, ...)")
-    data = expand_environment(data, path, node)
+    data = expand_environment(data, path, node, strict=strict_environment)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
@@ -199,6 +217,28 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
                     _line_of(node, ("tasks", i, field)),
                 )
 
+
+    for i, task in enumerate(suite.tasks):
+        for model in suite.task_models(task):
+            parallel = task.parallel or model.parallel
+            allowed = PARALLEL_TASKS[parallel]
+            if task.type not in allowed or (parallel == "device_map" and task.finetune is not None):
+                field = "parallel" if task.parallel else "models"
+                raise SuiteError(
+                    path, f"tasks[{i}].{field}",
+                    f"parallel: {parallel} (task {task.name!r}, model {model.name!r}) applies to {' and '.join(allowed)} tasks"
+                    + (" without finetune" if parallel == "device_map" else ""),
+                    _line_of(node, ("tasks", i, field)),
+                )
+
+
+#: Where each ``parallel:`` mode applies: FSDP shards decoder layers (and needs every rank to
+#: evaluate everything, as perplexity and lm-eval do); device_map only places a model for inference.
+PARALLEL_TASKS = {
+    "ddp": ("image_classification", "text_classification", "language_modeling", "lm_eval"),
+    "fsdp": ("language_modeling", "lm_eval"),
+    "device_map": ("lm_eval",),
+}
 
 #: The kind of model (see ``models/registry.py``) each task type runs on.
 TASK_MODEL_KINDS = {

@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from ..data.paths import require_dir
+
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
@@ -48,12 +50,23 @@ class MethodEntry(Strict):
         return self.label or self.name
 
 
+Parallel = Literal["ddp", "fsdp", "device_map"]
+
+
 class ModelEntry(Strict):
-    """A model: a registered builder and its parameters (checked by the builder's own schema)."""
+    """A model: a registered builder and its parameters (checked by the builder's own schema).
+
+    ``parallel`` — how the model is spread over the processes and GPUs of a run (not part of
+    its identity; a task's ``parallel`` overrides it): ``ddp`` (a full copy per process under
+    ``torchrun``), ``fsdp`` (under ``torchrun``, parameters, gradients and optimizer state
+    sharded over the processes with FSDP2, one unit per decoder layer: causal LMs only), or
+    ``device_map`` (one process; the layers spread over the node's GPUs, for zero-shot
+    ``lm_eval`` of a model larger than one GPU)."""
 
     name: str
     builder: str
     params: dict[str, Any] = Field(default_factory=dict)
+    parallel: Parallel = "ddp"
 
 
 class Mnist5kData(Strict):
@@ -82,8 +95,7 @@ class ImageFolderData(ImagePreprocessing):
     @model_validator(mode="after")
     def _root_exists(self) -> "ImageFolderData":
         for sub in (self.root, self.root / self.train_dir, self.root / self.test_dir):
-            if not sub.is_dir():
-                raise ValueError(f"directory {sub} does not exist")
+            require_dir(sub)
         return self
 
 
@@ -153,8 +165,8 @@ class CorruptionEval(Strict):
             raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; known: {', '.join(known)}")
         if self.alexnet and (not set(BENCHMARK_CORRUPTIONS) <= set(self.names) or sorted(self.severities) != [1, 2, 3, 4, 5]):
             raise ValueError("alexnet normalisation needs the 15 benchmark corruptions at severities 1-5")
-        if self.root is not None and not self.root.is_dir():
-            raise ValueError(f"directory {self.root} does not exist")
+        if self.root is not None:
+            require_dir(self.root)
         return self
 
 
@@ -170,8 +182,8 @@ class EvalConfig(Strict):
     def _folders_exist(self) -> "EvalConfig":
         for name in ("imagenet_a", "imagenet_r"):
             folder = getattr(self, name)
-            if folder is not None and not folder.is_dir():
-                raise ValueError(f"{name}: directory {folder} does not exist")
+            if folder is not None:
+                require_dir(folder, f"{name}: directory")
         return self
 
 
@@ -183,6 +195,7 @@ class TaskBase(Strict):
     name: str
     models: list[str] | None = Field(default=None, min_length=1)
     note: str | None = None  # printed by the report under the task's tables; not part of a run's identity
+    parallel: Parallel | None = None  # overrides the models' `parallel`; not part of a run's identity
 
 
 class ImageClassificationTask(TaskBase):
@@ -223,8 +236,8 @@ class HubDatasetCopy(Strict):
 
     @model_validator(mode="after")
     def _path_exists(self) -> "HubDatasetCopy":
-        if self.path is not None and not self.path.is_dir():
-            raise ValueError(f"path: directory {self.path} does not exist")
+        if self.path is not None:
+            require_dir(self.path, "path: directory")
         return self
 
 

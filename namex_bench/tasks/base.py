@@ -15,6 +15,7 @@ class RunContext:
     device: torch.device
     autocast_dtype: torch.dtype | None
     limit: int | None = None
+    parallel: str = "ddp"  # the run's model and task's `parallel`: ddp, fsdp or device_map
 
 
 @dataclass

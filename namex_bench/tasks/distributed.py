@@ -52,13 +52,53 @@ def barrier() -> None:
         dist.barrier()
 
 
-def wrap(model: nn.Module) -> nn.Module:
+def wrap(model: nn.Module, parallel: str = "ddp") -> nn.Module:
     """``model`` inside DDP when running distributed (unused parameters allowed: token
-    routing can leave an expert without tokens in a batch), else ``model`` itself."""
+    routing can leave an expert without tokens in a batch), sharded by :func:`shard` with
+    ``parallel="fsdp"``; else ``model`` itself."""
     if not dist.is_initialized():
         return model
+    if parallel == "fsdp":
+        return shard(model)
+    if parallel != "ddp":
+        raise ValueError(f"training under torchrun needs parallel: ddp or fsdp, got {parallel!r}")
     device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+def shard(model: nn.Module) -> nn.Module:
+    """FSDP2 (``fully_shard``), in place: every decoder layer (``model.decoder_layers``, whose
+    merged MoE blocks are inside it) is one unit whose parameters are all-gathered for its
+    forward and backward and resharded after; the root unit holds the rest (embeddings, head).
+    Parameters, gradients and AdamW's state are 1/W per rank; the forward and backward compute
+    what the unsharded model computes on each rank's batch, and gradients are averaged over ranks
+    (reduce-scatter) as DDP's all-reduce does. Every rank must then run the same forward passes
+    (evaluation is not split: perplexity and lm-eval score everything on every rank)."""
+    from torch.distributed.fsdp import fully_shard
+
+    layers = getattr(model, "decoder_layers", None)
+    if not layers:
+        raise ValueError(f"parallel: fsdp needs a model with decoder layers (a causal LM); {type(model).__name__} has none")
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+def spread_over_devices(model: nn.Module, max_memory: dict | None = None) -> nn.Module:
+    """Place ``model`` (an :class:`~namex_bench.models.hf_moe.HFMoEModel` on the CPU) over this
+    node's GPUs for inference, as ``from_pretrained(device_map="auto")`` does: accelerate's
+    ``infer_auto_device_map`` assigns whole decoder layers to GPUs in order, filling each (up
+    to ``max_memory``) before the next (what fits on no GPU stays on the CPU), and
+    ``dispatch_model`` moves each layer's inputs to its device. One process; the layers run
+    one after another. The cross-layer state of the MoE layers follows the hidden states
+    (``PropagationState.to``)."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    backbone = model.backbone
+    device_map = infer_auto_device_map(backbone, max_memory=max_memory, no_split_module_classes=list(backbone._no_split_modules or ()))
+    dispatch_model(backbone, device_map=device_map)
+    return model
 
 
 def train_loader(dataset: Dataset, batch_size: int, seed: int, collate_fn=None) -> DataLoader:

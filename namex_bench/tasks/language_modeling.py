@@ -71,7 +71,7 @@ def train_lm(model: HFMoEModel, training: LMTraining, seed: int, ctx: RunContext
     blocks = limit_dataset(TokenBlocks(corpus_tokens(training.data, "train", model.tokenizer), training.context), ctx.limit)
     batch = min(training.train.batch_size, len(blocks))
     loader = distributed.train_loader(blocks, batch, seed)
-    return train(model, loader, training.train, next_token_loss, ctx.device, ctx.autocast_dtype)
+    return train(model, loader, training.train, next_token_loss, ctx.device, ctx.autocast_dtype, parallel=ctx.parallel)
 
 
 @torch.no_grad()

@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 import time
 
+import torch
+
 from ..models.moe_model import parameter_counts
 from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry
+from . import distributed
 from .base import RunContext, TaskResult
 from .language_modeling import train_lm
 from .training import seeded_model
@@ -22,7 +25,12 @@ from .training import seeded_model
 def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
     from ..lmeval import evaluate_lm_eval
 
-    model = seeded_model(model_entry, method, seed, ctx.device)
+    if ctx.parallel == "device_map":  # larger than one GPU: built on the CPU, then spread over the node's GPUs
+        model = distributed.spread_over_devices(seeded_model(model_entry, method, seed, torch.device("cpu")))
+        device = None
+    else:
+        model = seeded_model(model_entry, method, seed, ctx.device)
+        device = str(ctx.device)
     timings: dict[str, float] = {}
     metrics: dict[str, float] = {}
     if task.finetune is not None:
@@ -35,7 +43,7 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
     start = time.perf_counter()
     scores = evaluate_lm_eval(
         model, model.tokenizer, list(task.tasks), source=task.source, limit=limit, num_fewshot=task.num_fewshot,
-        batch_size=task.batch_size, device=str(ctx.device), seed=seed,
+        batch_size=task.batch_size, device=device, seed=seed,
     )
     timings["eval_s"] = time.perf_counter() - start
     # The headline values are metrics; their stderr stays in the cells, next to each task's n.

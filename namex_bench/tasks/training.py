@@ -93,15 +93,17 @@ def train(
     device: torch.device,
     autocast_dtype: torch.dtype | None,
     desc: str = "train",
+    parallel: str = "ddp",
 ) -> TrainResult:
     """Train ``model`` in place for ``cfg.epochs`` passes over ``loader``.
 
     ``loader`` yields ``(inputs, targets)``: ``inputs`` a tensor, or a dict passed as keyword
-    arguments; ``loss_fn(model output, targets)`` (computed in float32 or wider)."""
+    arguments; ``loss_fn(model output, targets)`` (computed in float32 or wider). Under
+    ``torchrun``, ``parallel`` is ``ddp`` or ``fsdp`` (:func:`distributed.wrap`)."""
     total = math.ceil(cfg.epochs * len(loader)) if cfg.epochs > 0 else 0
     if total == 0:
         return TrainResult(0, 0.0, 0.0, float("nan"), float("nan"))
-    net = distributed.wrap(model)
+    net = distributed.wrap(model, parallel)
     optimizer = make_optimizer(model, cfg)
     model.train()
     step, losses, aux_losses = 0, [], []

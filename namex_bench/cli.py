@@ -141,6 +141,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["state", "run", "key", "detail"], tablefmt="github"))
     totals = status.totals
     print(f"total {len(status.runs)}: " + ", ".join(f"{n} {state}" for state, n in totals.items()))
+    left = len(status.runs) - totals["done"]
+    print(
+        f"device-hours (run time × processes, from the records): {status.hours_done:.2f} in the {totals['done']} done runs; "
+        f"≈ {status.hours_left:.2f} more for the other {left} at the mean of their task and model"
+        + (f" ({status.unestimated} with no done run of their task and model not counted)" if status.unestimated else "")
+    )
     if status.health:
         print("results folder:")
         for line in status.health:
@@ -227,7 +233,7 @@ def _cmd_bench_nbs(args: argparse.Namespace) -> None:
         _require_cvxpy()
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    rows, setup = run_nbs_bench(args.sizes, args.problems, resolve_device(args.device), dim=args.dim)
+    rows, setup = run_nbs_bench(args.sizes, args.problems, resolve_device(args.device), dim=args.dim, compile=args.compile)
     _print_rows(rows, setup, args.json)
 
 
@@ -369,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     nbs.add_argument("--problems", type=_positive, default=32, help="problems per N (default 32)")
     nbs.add_argument("--dim", type=_positive, default=1024, help="dimension of the random vectors (default 1024)")
     nbs.add_argument("--device", default="auto", help="where nash_bargaining runs (the reference is CPU-only)")
+    nbs.add_argument("--compile", action="store_true", help="also time torch.compile(nash_bargaining) (a CUDA graph on GPUs), one problem per call and batched")
     nbs.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     nbs.set_defaults(func=_cmd_bench_nbs)
 

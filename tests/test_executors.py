@@ -187,3 +187,67 @@ def test_cluster_defaults_come_from_the_suite_and_the_command_line_overrides_the
     suite, _ = load_suite(str(path))
     merged = cluster_options(suite.cluster, partition="h100", gpus_per_run=None, mem_gb=80.0)
     assert (merged.partition, merged.gpus_per_run, merged.time_min, merged.mem_gb, merged.setup) == ("h100", 2, 600, 80.0, ["module load cuda"])
+
+
+def test_status_of_a_half_done_suite_and_its_results_folder(tmp_path, monkeypatch, capsys):
+    from namex_bench.runner import runner as runner_module
+    from namex_bench.runner.records import write_json_atomic
+
+    suite = write_suite(tmp_path)  # smear, namex_mom × seeds 0, 1
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--limit", LIMIT, "--methods", "smear", "--no-report"]) == 0
+
+    def failing(task_type):
+        def fail(*args, **kwargs):
+            raise RuntimeError("boom\nsecond line")
+        return fail
+
+    monkeypatch.setattr(runner_module, "task_runner", failing)
+    assert main(["run", str(suite), "--results", str(results), "--limit", LIMIT, "--methods", "namex_mom", "--seeds", "0", "--no-report"]) == 1
+    monkeypatch.undo()
+
+    runs = results / FOLDER / "runs"
+    (runs / ".abc.json.tmp").write_text("{")
+    done = read_records(results, FOLDER)[0]
+    write_json_atomic(runs / "0123456789abcdef.json", {**done, "key": "0123456789abcdef", "name": "smear/vit_tiny/mnist/seed9"})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_json_atomic(results / FOLDER / "running" / "feedfeedfeedfeed.json",
+                      {"name": "x", "key": "feedfeedfeedfeed", "pid": dead.pid, "host": os.uname().nodename, "executor": "local", "job_id": "1"})
+    capsys.readouterr()
+    assert main(["status", str(suite), "--results", str(results), "--limit", LIMIT]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[2].strip(): (line.split("|")[1].strip(), line.split("|")[4].strip()) for line in out.splitlines() if line.startswith("| ") and "/vit_tiny/" in line}
+    assert rows == {
+        "smear/vit_tiny/mnist/seed0": ("done", ""), "smear/vit_tiny/mnist/seed1": ("done", ""),
+        "namex_mom/vit_tiny/mnist/seed0": ("failed", "RuntimeError: boom"), "namex_mom/vit_tiny/mnist/seed1": ("pending", ""),
+    }, out
+    assert "total 4: 2 done, 1 failed, 0 running, 0 queued, 1 pending" in out
+    assert "≈ " in out and "more for the other 2 at the mean of their task and model" in out
+    assert ".abc.json.tmp: temporary file of an interrupted write" in out
+    assert "feedfeedfeedfeed.json: stale marker of run x" in out
+    assert "1 record(s) of another configuration" in out and "smear/vit_tiny/mnist/seed9" in out
+    # a subset of the status
+    assert main(["status", str(suite), "--results", str(results), "--limit", LIMIT, "--seeds", "1"]) == 0
+    assert "total 2: 1 done, 0 failed, 0 running, 0 queued, 1 pending" in capsys.readouterr().out
+
+
+def test_subsets_run_only_the_matching_runs_under_the_suite_keys(tmp_path, capsys):
+    from namex_bench.suite.expand import expand
+    from namex_bench.suite.loader import load_suite
+
+    suite = write_suite(tmp_path, seeds=(0, 1, 2))
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--limit", LIMIT, "--methods", "namex_mom", "--seeds", "0,2", "--no-report"]) == 0
+    assert "2 runs finished, 0 already done, 0 failed (of 2)" in capsys.readouterr().out
+    keys = {r.name: r.key for r in expand(load_suite(str(suite))[0], int(LIMIT))}
+    assert {r["name"]: r["key"] for r in read_records(results, FOLDER)} == {
+        name: keys[name] for name in ("namex_mom/vit_tiny/mnist/seed0", "namex_mom/vit_tiny/mnist/seed2")
+    }
+    for bad, message in ((["--methods", "smear,nash"], "--methods: nash not in suite 'tiny'; known: smear, namex_mom"),
+                         (["--seeds", "7"], "--seeds: 7 not in suite 'tiny'; known: 0, 1, 2"),
+                         (["--tasks", "cifar"], "--tasks: cifar not in suite 'tiny'; known: mnist"),
+                         (["--models", "vit"], "--models: vit not in suite 'tiny'; known: vit_tiny")):
+        assert main(["run", str(suite), "--results", str(results), "--limit", LIMIT, *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

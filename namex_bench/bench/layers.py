@@ -1,8 +1,9 @@
 """``namex-bench bench layers``: forward+backward time of one MoE layer per method.
 
 Every method's layer and a dense FFN of the same shape (``d → d_hidden → d``) run the
-same batch, interleaved round by round; the table gives the median time and its
-ratio to the dense FFN and to the SMEAR layer.
+same batch, interleaved round by round; the table gives the median time, the tokens
+(``B·T``) per second it stands for, and its ratio to the dense FFN and to the SMEAR layer.
+On a GPU (``--device cuda``) the step runs under bf16 autocast where the GPU supports it.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def run_layer_bench(cfg: LayerBenchConfig, device: torch.device, autocast_dtype:
             {
                 "layer": name,
                 "fwd+bwd ms": round(t * 1e3, 3),
+                "tokens/s": round(cfg.batch * cfg.seq_len / t),
                 "× dense": round(t / dense, 3),
                 "× smear": round(t / smear, 3) if smear else None,
             }

@@ -7,7 +7,11 @@ For each ``N``, ``problems`` Gram matrices of correlated random vectors are solv
   iterations, no host synchronisation);
 * the same with early exit (``tol=1e-12``: a host synchronisation per iteration, which
   costs nothing on a CPU);
-* all problems in one batched call, with early exit.
+* all problems in one batched call, with early exit;
+* with ``compile=True`` also ``torch.compile(nash_bargaining)`` (fixed 30 iterations: an
+  early exit is a host synchronisation, which a compiled graph cannot hold), one problem
+  per call and batched — on a GPU in ``reduce-overhead`` mode, i.e. captured in a CUDA
+  graph — and its largest relative difference from the eager solve.
 
 Speed-ups are reference time over ours, per problem; agreement is the largest
 ``|α_ours − α_ref| / max|α_ref|`` over the problems.
@@ -44,7 +48,38 @@ def _per_call(fn, items, device) -> float:
     return (time.perf_counter() - start) / len(items)
 
 
-def run_nbs_bench(sizes: list[int], problems: int, device: torch.device, dim: int = 1024, seed: int = 0) -> tuple[list[dict], str]:
+def _median_batched(fn, G: torch.Tensor, device: torch.device, rounds: int = 7) -> float:
+    times = []
+    for _ in range(rounds):
+        synchronize(device)
+        start = time.perf_counter()
+        fn(G)
+        synchronize(device)
+        times.append((time.perf_counter() - start) / len(G))
+    return statistics.median(times)
+
+
+def compiled_columns(Gd: torch.Tensor, device: torch.device) -> dict:
+    """Per-problem times of the compiled solver (one problem per call, batched), and its
+    largest difference from the eager one relative to the largest weight."""
+    mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs exist on GPUs only
+    solve = torch.compile(nash_bargaining, mode=mode, dynamic=False)
+    for _ in range(3):  # compile both shapes, then warm up
+        solve(Gd[0])
+        solve(Gd)
+    eager = nash_bargaining(Gd).weights
+    difference = float(((solve(Gd).weights - eager).abs().amax(-1) / eager.abs().amax(-1)).max())
+    return {
+        "compiled µs: layer": round(_per_call(lambda g: solve(g), list(Gd), device) * 1e6),
+        "batched  ": round(_median_batched(lambda g: solve(g), Gd, device), 1),
+        "eager µs: batched, 30 it.": round(_median_batched(lambda g: nash_bargaining(g), Gd, device), 1),
+        "compiled vs eager": f"{difference:.1e}",
+    }
+
+
+def run_nbs_bench(
+    sizes: list[int], problems: int, device: torch.device, dim: int = 1024, seed: int = 0, compile: bool = False
+) -> tuple[list[dict], str]:
     rows = []
     for n in sizes:
         G = gram_matrices(n, problems, dim, seed + n)
@@ -60,14 +95,8 @@ def run_nbs_bench(sizes: list[int], problems: int, device: torch.device, dim: in
             nash_bargaining(Gd)
         t_single = _per_call(lambda g: nash_bargaining(g), list(Gd), device)
         t_early = _per_call(lambda g: nash_bargaining(g, tol=1e-12), list(Gd), device)
-        batched = []
-        for _ in range(7):
-            synchronize(device)
-            start = time.perf_counter()
-            alpha, residual = nash_bargaining(Gd, tol=1e-12)
-            synchronize(device)
-            batched.append((time.perf_counter() - start) / problems)
-        t_batch = statistics.median(batched)
+        t_batch = _median_batched(lambda g: nash_bargaining(g, tol=1e-12), Gd, device)
+        alpha, residual = nash_bargaining(Gd, tol=1e-12)
 
         alpha = alpha.cpu().numpy()
         ref = np.stack(ref)
@@ -86,11 +115,13 @@ def run_nbs_bench(sizes: list[int], problems: int, device: torch.device, dim: in
                 "agreement": f"{agreement:.1e}",
                 "residual ours": f"{float(residual.max()):.1e}",
                 "residual ref": f"{ref_residual:.1e}",
+                **(compiled_columns(Gd, device) if compile else {}),
             }
         )
     setup = (
         f"{problems} problems per N, vectors of dimension {dim}; per-problem times; ours on {machine_description(device)}, "
         "reference (Nash-MTL convex-concave steps, cvxpy/ECOS) on the CPU; layer = one problem per call, fixed 30 "
         "iterations; early exit = tol 1e-12; batched = all problems in one call, tol 1e-12"
+        + ("; compiled = torch.compile(nash_bargaining), fixed 30 iterations" + (" in a CUDA graph" if device.type == "cuda" else "") if compile else "")
     )
     return rows, setup

@@ -47,9 +47,16 @@ class RunStatus:
 
 @dataclass
 class SuiteStatus:
+    """``hours_done``: device-hours (run time × processes, from the records) of the done runs;
+    ``hours_left``: the same estimated for the others, each at the mean of the done runs of
+    its task and model; ``unestimated``: runs whose task and model have no done run yet."""
+
     folder: str
     runs: list[RunStatus]
     health: list[str] = field(default_factory=list)
+    hours_done: float = 0.0
+    hours_left: float = 0.0
+    unestimated: int = 0
 
     @property
     def totals(self) -> dict[str, int]:
@@ -156,10 +163,13 @@ def suite_status(suite: Suite, results_root: Path, *, limit: int | None = None, 
     flying, health = _in_flight_and_health(results_root, folder)
 
     statuses = []
+    hours: dict[tuple[str, str], list[float]] = {}
     for run in runs:
         record = by_key.get(run.key)
         if record is not None and record.get("status") == "ok":
             statuses.append(RunStatus(run.name, run.key, "done"))
+            world = (record.get("environment") or {}).get("world_size", 1)
+            hours.setdefault((run.task.name, run.model.name), []).append(record.get("timings", {}).get("total_s", 0.0) * world / 3600)
         elif run.key in flying:
             state, _, detail = flying[run.key].partition(" ")
             statuses.append(RunStatus(run.name, run.key, state, detail.strip("()")))
@@ -180,4 +190,10 @@ def suite_status(suite: Suite, results_root: Path, *, limit: int | None = None, 
             f"{len(other)} record(s) of another configuration (not runs of the suite as it is now; each is superseded when its run "
             f"finishes again): {', '.join(other[:5])}{', …' if len(other) > 5 else ''}"
         )
-    return SuiteStatus(folder, statuses, health)
+    status = SuiteStatus(folder, statuses, health, hours_done=sum(sum(h) for h in hours.values()))
+    for run, state in zip(runs, statuses):
+        if state.state != "done":
+            pair = hours.get((run.task.name, run.model.name))
+            status.hours_left += sum(pair) / len(pair) if pair else 0.0
+            status.unestimated += not pair
+    return status

@@ -73,6 +73,14 @@ def group(runs: list[RunSpec], size: int) -> list[list[RunSpec]]:
     return [runs[i : i + size] for i in range(0, len(runs), size)]
 
 
+def processes(runs: list[RunSpec], gpus_per_run: int) -> int:
+    """Processes per run of a job: one per GPU (``torchrun``), except for models spread over
+    the GPUs by ``parallel: device_map``, which run in one process."""
+    if all((r.task.parallel or r.model.parallel) == "device_map" for r in runs):
+        return 1
+    return max(1, gpus_per_run)
+
+
 def submit_suite(
     suite: Suite,
     results_root: Path,
@@ -90,7 +98,7 @@ def submit_suite(
     todo = [r for r in plan.pending if r.key not in flying]
     cluster = options.cluster
     jobs = [
-        SuiteJob(suite, str(results_root), tuple(r.key for r in runs), limit, device, processes=max(1, cluster.gpus_per_run), threads=cluster.cpus_per_run)
+        SuiteJob(suite, str(results_root), tuple(r.key for r in runs), limit, device, processes=processes(runs, cluster.gpus_per_run), threads=cluster.cpus_per_run)
         for runs in group(todo, cluster.runs_per_job)
     ]
     submission = Submission(options.executor, len(plan.runs), len(plan.runs) - len(plan.pending), flying, submitted=len(todo))

@@ -23,7 +23,8 @@ A record (``results/<suite>/runs/<key>.json``)::
       "cells": {"<table>": [{"<key>": ..., "<metric>": ...}, ...]},  # per-cell results
       "timings": {"train_s": ..., "eval_s": ..., "step_s": ..., "total_s": ...},
       "params": {"total": ..., "active_per_token": ...},
-      "environment": {"python": ..., "torch": ..., "device": ..., "git_commit": ..., ...}
+      "environment": {"python": ..., "torch": ..., "device": ..., "git_commit": ..., ...},
+      "placement": {"host": "node042", "executor": "slurm" | "local" | null, "job_id": "4242_3" | null}
     }
 """
 

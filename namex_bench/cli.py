@@ -112,7 +112,7 @@ def _submit(args: argparse.Namespace, suite, results: Path, folder: str, shard_s
     where = results / folder
     print(
         f"{suite.name}: {submission.total} runs, {submission.done} already done, {len(submission.in_flight)} already queued or running, "
-        f"{submission.submitted} submitted in {-(-submission.submitted // cluster.runs_per_job)} {args.executor} job(s); logs in {where / 'jobs'}"
+        f"{submission.submitted} submitted in {submission.job_count} {args.executor} job(s); logs in {where / 'jobs'}"
     )
     for note in submission.died:
         print(f"  {note}")

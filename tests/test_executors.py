@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_runner import FOLDER, LIMIT, write_suite
 
 from namex_bench.cli import main
 from namex_bench.runner.records import read_records
-
-from test_runner import FOLDER, LIMIT, write_suite
 
 REPO = Path(__file__).resolve().parents[1]
 

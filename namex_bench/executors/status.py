@@ -34,7 +34,6 @@ from ..suite.expand import Selection, expand
 from ..suite.schema import Suite
 
 STATES = ("done", "failed", "running", "queued", "pending")
-SLURM_ALIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
 @dataclass

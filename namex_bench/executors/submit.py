@@ -63,6 +63,7 @@ class Submission:
     done: int
     in_flight: dict[str, str]
     submitted: int = 0  # runs
+    job_count: int = 0  # jobs they were submitted in (resubmissions not counted)
     jobs: dict[str, list[str]] = field(default_factory=dict)  # every job, resubmissions included
     died: list[str] = field(default_factory=list)
     manifest: Path | None = None
@@ -94,14 +95,15 @@ def submit_suite(
     """Submit the pending runs of ``suite`` (of a shard, of a subset) through ``options.executor``."""
     results_root = Path(results_root).resolve()
     plan = plan_suite(suite, results_root, limit=limit, shard_spec=shard_spec, selection=selection)
-    flying = {k: v for k, v in in_flight(results_root, plan.folder).items() if k in {r.key for r in plan.pending}}
+    pending = {r.key for r in plan.pending}
+    flying = {k: v for k, v in in_flight(results_root, plan.folder).items() if k in pending}
     todo = [r for r in plan.pending if r.key not in flying]
     cluster = options.cluster
     jobs = [
         SuiteJob(suite, str(results_root), tuple(r.key for r in runs), limit, device, processes=processes(runs, cluster.gpus_per_run), threads=cluster.cpus_per_run)
         for runs in group(todo, cluster.runs_per_job)
     ]
-    submission = Submission(options.executor, len(plan.runs), len(plan.runs) - len(plan.pending), flying, submitted=len(todo))
+    submission = Submission(options.executor, len(plan.runs), len(plan.runs) - len(plan.pending), flying, len(todo), len(jobs))
     if not jobs:
         return submission
     names = {r.key: r.name for r in plan.runs}

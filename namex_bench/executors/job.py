@@ -33,7 +33,7 @@ import submitit
 
 from ..methods.registry import load_plugins
 from ..runner.placement import placement
-from ..runner.records import write_json_atomic
+from ..runner.records import results_folder, write_json_atomic
 from ..runner.runner import execute_and_record, plan_suite, run_context
 from ..suite.schema import Suite
 from ..tasks import distributed
@@ -94,7 +94,7 @@ class SuiteJob(submitit.helpers.Checkpointable):
 
     def _torchrun(self) -> dict[str, str]:
         """Run this job's runs with ``processes`` ranks of ``torchrun`` (one per GPU)."""
-        job_file = Path(self.results) / "jobs" / f"torchrun-{os.getpid()}-{time.time_ns()}.pkl"
+        job_file = Path(self.results) / results_folder(self.suite.name, self.limit) / "jobs" / f"torchrun-{os.getpid()}-{time.time_ns()}.pkl"
         job_file.parent.mkdir(parents=True, exist_ok=True)
         job_file.write_bytes(pickle.dumps(replace(self, processes=1)))
         command = [

@@ -250,3 +250,21 @@ def test_subsets_run_only_the_matching_runs_under_the_suite_keys(tmp_path, capsy
         assert main(["run", str(suite), "--results", str(results), "--limit", LIMIT, *bad]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
+
+
+def test_a_job_launches_a_run_that_needs_several_processes_with_torchrun(tmp_path, monkeypatch):
+    """``processes=2`` (``--gpus-per-run 2`` on GPUs): the job starts ``torchrun`` with 2 ranks,
+    which execute the run together; rank 0 writes the one record."""
+    from namex_bench.executors.job import SuiteJob
+    from namex_bench.runner.runner import plan_suite
+    from namex_bench.suite.loader import load_suite
+
+    suite, _ = load_suite(str(write_suite(tmp_path, methods=("smear",), seeds=(0,))))
+    results = tmp_path / "results"
+    (run,) = plan_suite(suite, results, limit=int(LIMIT)).pending
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    SuiteJob(suite, str(results), (run.key,), int(LIMIT), processes=2, threads=1)()
+    (record,) = read_records(results, FOLDER)
+    assert record["key"] == run.key and record["status"] == "ok" and record["environment"]["world_size"] == 2
+    assert not list((results / FOLDER / "jobs").glob("torchrun-*.pkl")) and not list((results / FOLDER / "running").glob("*"))

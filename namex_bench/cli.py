@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--time", type=_time, help="time limit per job: minutes or SLURM's [D-]H:M:S (a job that reaches it is requeued)")
     cluster.add_argument("--max-parallel", type=_positive, help="jobs at once: the SLURM array throttle, or the local worker processes (default 1)")
     cluster.add_argument("--runs-per-job", type=_positive, help="runs executed one after another in each job (default 1)")
-    cluster.add_argument("--retries", type=int, default=1, help="local: resubmit a job whose process died this many times (default 1)")
+    cluster.add_argument("--retries", type=_non_negative, default=1, help="local: resubmit a job whose process died this many times (default 1)")
     run.set_defaults(func=_cmd_run)
 
     status = commands.add_parser("status", help="what of a suite is done, failed, running, queued or pending; the results folder's health")

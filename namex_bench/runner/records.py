@@ -23,7 +23,11 @@ A record (``results/<suite>/runs/<key>.json``)::
       "cells": {"<table>": [{"<key>": ..., "<metric>": ...}, ...]},  # per-cell results
       "timings": {"train_s": ..., "eval_s": ..., "step_s": ..., "total_s": ...},
       "params": {"total": ..., "active_per_token": ...},
-      "environment": {"python": ..., "torch": ..., "device": ..., "git_commit": ..., ...}
+      "environment": {"python": ..., "packages": {"torch": ..., ...}, "device": ..., "cpu": ...,
+                      "git_commit": "<sha>", "git_dirty": false,   # uncommitted changes outside results/
+                      "threads": {"torch": 2, "torch_interop": 2, "blas": [...]},
+                      "deterministic": {"algorithms": true, "cudnn_deterministic": true, ...},
+                      "cpu_capability": "AVX2", ...}
     }
 """
 

@@ -1,7 +1,8 @@
 """The resumable runner: execute a suite's runs, write one record per finished run.
 
 A run whose record exists with status "ok" is skipped, so rerunning a suite resumes
-it; a failed run is recorded with its error and run again next time. When a run's
+it; a failed run is recorded with its error and run again next time. Each run executes
+with the suite's ``runtime`` (threads, deterministic algorithms; :mod:`.runtime`). When a run's
 configuration changes (an option, a default of the code), its new record supersedes the
 old one, which is moved to ``runs/superseded/``. Records are
 written atomically, so stopping the runner at any moment (Ctrl-C, SIGKILL) loses no
@@ -20,12 +21,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..device import autocast_dtype, resolve_device
+from ..progress import progress
 from ..suite.expand import RunSpec, expand, shard
 from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
 from .environment import describe_environment
 from .records import SCHEMA_VERSION, finished_keys, read_records, record_path, results_folder, supersede, write_json_atomic
+from .runtime import applied
 
 
 @dataclass
@@ -95,10 +98,11 @@ def run_suite(
         keys_by_name.setdefault(r["name"], set()).add(r["key"])
     todo = [r for r in runs if r.key not in done]
     summary = RunSummary(total=len(runs), skipped=len(runs) - len(todo))
-    bar = tqdm(todo, desc=suite.name, unit="run", disable=None if distributed.is_main() else True)
+    bar = progress(todo, desc=suite.name, unit="run", leave=True, enabled=distributed.is_main())
     for run in bar:
         bar.set_postfix_str(run.name)
-        record = execute(run, suite, ctx)
+        with applied(suite.runtime):
+            record = execute(run, suite, ctx)
         if distributed.is_main():
             write_json_atomic(record_path(results_root, folder, run.key), record)
             if record["status"] == "ok":

@@ -103,13 +103,14 @@ def test_verify_fails_on_a_metric_that_differs(finished, tmp_path, capsys):
     copy = _tampered(finished, tmp_path, lambda r: r["metrics"].update(top1=r["metrics"]["top1"] + 0.01))
     assert main(["verify", str(finished[0]), "--results", str(copy), "--limit", str(LIMIT)]) == 1
     out = capsys.readouterr().out
-    assert "differs" in out and "top1" in out and "Δ -0.01" in out
+    assert DIFFERS in out and "top1" in out and "Δ -0.01" in out
     assert main(["verify", str(finished[0]), "--results", str(copy), "--limit", str(LIMIT), "--tolerance", "0.02"]) == 0
 
 
 @pytest.mark.parametrize("change, reason", [
     (lambda r: r["environment"]["packages"].update(torch="2.15.0"), "torch 2.15.0 (here"),
     (lambda r: r["environment"].update(cpu_capability="AVX512"), "cpu_capability AVX512 (here"),
+    (lambda r: r["environment"].update(cpu="Another CPU"), "cpu Another CPU (here"),
     (lambda r: r["environment"].pop("threads"), "holds no thread settings"),
 ])
 def test_verify_says_when_a_record_comes_from_another_stack(finished, tmp_path, capsys, threads_seen, change, reason):

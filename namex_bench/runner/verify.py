@@ -7,8 +7,8 @@ compares every metric with a tolerance of ``tolerance`` (0: bit for bit, the noi
 one stack with one thread count; see the README's "Reproducibility").
 
 A rerun is compared only on the stack that made the record: the same torch version, the
-same device (for a CPU, the same kernels: ``cpu_capability``), and a record that holds its
-thread settings. A record from another stack is reported as such, not rerun, and counts as
+same device (for a CPU, the same processor and kernels: ``cpu``, ``cpu_capability``), and a
+record that holds its thread settings. A record from another stack is reported as such, not rerun, and counts as
 a failure unless ``skip_other_stacks``: numbers from another torch or other kernels differ by
 about a seed's spread after a few epochs of training, which says nothing about the code.
 """
@@ -45,12 +45,14 @@ class Check:
 
 
 def stack(env: dict[str, Any]) -> dict[str, Any]:
-    """What must match for a rerun to give the same bits: torch, the device, the CPU kernels."""
+    """What must match for a rerun to give the same bits: torch, the device, for a CPU the
+    processor and the kernels torch dispatches to."""
     device = env.get("device") or ""
     on_cpu = device.startswith("cpu")
     return {
         "torch": (env.get("packages") or {}).get("torch"),
         "device": "cpu" if on_cpu else device,
+        "cpu": env.get("cpu") if on_cpu else None,  # BLAS (MKL, oneDNN) picks its kernels by processor
         "cpu_capability": env.get("cpu_capability") if on_cpu else None,
     }
 
@@ -94,7 +96,7 @@ def compare_metrics(recorded: dict[str, float], rerun: dict[str, float], toleran
 
 def _describe(env: dict[str, Any], runtime: Runtime) -> str:
     s = stack(env)
-    kernels = f", {s['cpu_capability']}" if s["cpu_capability"] else ""
+    kernels = f" ({s['cpu']}, {s['cpu_capability']})" if s["cpu_capability"] else ""
     return f"torch {s['torch']}, {s['device']}{kernels}, {runtime.threads} threads, deterministic {'on' if runtime.deterministic else 'off'}"
 
 

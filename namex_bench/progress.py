@@ -3,7 +3,7 @@
 On a terminal (stderr is a tty) loops show tqdm bars. When stderr is a file or a pipe
 (``namex-bench run … > log 2>&1``, a batch job) tqdm's bars would show nothing
 (``disable=None``) or a soup of carriage returns; there a :class:`LogProgress` prints whole
-lines — count, elapsed time, rate and ETA — at most every ``LOG_INTERVAL_S`` seconds.
+lines — count, elapsed time, rate and ETA — at most once a minute (``LOG_INTERVAL_S``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-LOG_INTERVAL_S = 30.0
+LOG_INTERVAL_S = 60.0
 LINE_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 

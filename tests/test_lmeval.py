@@ -77,6 +77,7 @@ def _assert_same_numbers(ours, direct):
             assert got == expected or (math.isnan(got) and math.isnan(expected)), (task, key, got, expected)
 
 
+@pytest.mark.slow
 def test_wrapper_matches_lm_eval_called_directly(gpt2, tokenizer):
     # mmlu_stem: 19 MMLU subjects and their size-weighted group aggregate (the mmlu group's
     # mechanism, at a third of the cost); limit is per subject
@@ -99,6 +100,7 @@ def test_wrapper_matches_lm_eval_called_directly(gpt2, tokenizer):
     assert ours.versions["arc_easy"] == {"version": direct["versions"]["arc_easy"], "n_shot": 0}
 
 
+@pytest.mark.slow
 def test_merged_llm_end_to_end(merged_llm, tokenizer):
     result = evaluate_lm_eval(merged_llm, tokenizer, list(TASKS), limit=2)
     for task in TASKS:

@@ -9,7 +9,7 @@ tokens from the left`` once per model input (prompt and answer) longer than the 
 run's record); every other record passes. lm-eval's own tqdm bars (one per task and MMLU
 subject, which stay on screen and flood a log with carriage returns) are replaced, for the
 duration, by :func:`namex_bench.progress.progress`: transient bars on a terminal, a line at
-most every 30 s in a log.
+most once a minute in a log.
 """
 
 from __future__ import annotations

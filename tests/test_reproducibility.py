@@ -111,7 +111,7 @@ def test_verify_fails_on_a_metric_that_differs(finished, tmp_path, capsys):
     (lambda r: r["environment"]["packages"].update(torch="2.15.0"), "torch 2.15.0 (here"),
     (lambda r: r["environment"].update(cpu_capability="AVX512"), "cpu_capability AVX512 (here"),
     (lambda r: r["environment"].update(cpu="Another CPU"), "cpu Another CPU (here"),
-    (lambda r: r["environment"].pop("threads"), "holds no thread settings"),
+    (lambda r: r["environment"].pop("threads"), "recorded with no thread settings"),
 ])
 def test_verify_says_when_a_record_comes_from_another_stack(finished, tmp_path, capsys, threads_seen, change, reason):
     copy = _tampered(finished, tmp_path, change)

@@ -31,8 +31,9 @@ class LMEvalResult:
     (``task``/``group``), ``alias``, ``n`` (samples scored), ``n_total`` (samples in the
     split), ``split`` (the scored split; tasks only), ``version``, ``n_shot`` and the
     metric values. ``versions``: ``{name: {"version", "n_shot"}}``. ``settings``: how it
-    was run, with the model's context (``max_length``) and how many model inputs (prompt and answer; one-token
-    answers to the same prompt share one) lm-eval cut from the left to fit it (``truncated_inputs``). ``raw``: lm-eval's result dict (without per-sample logs).
+    was run, with the model's context (``max_length``) and how many model inputs (prompt
+    and answer; one-token answers to one prompt share one) lm-eval cut from the left to fit
+    it (``truncated_inputs``). ``raw``: lm-eval's result dict (without per-sample logs).
     """
 
     metrics: dict[str, float]

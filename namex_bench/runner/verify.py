@@ -104,12 +104,12 @@ def verify_one(run: RunSpec, record: dict[str, Any], suite: Suite, tolerance: fl
     env = record.get("environment") or {}
     runtime = recorded_runtime(env)
     device = torch.device("cuda" if stack(env)["device"] != "cpu" and torch.cuda.is_available() else "cpu")
-    here = describe_environment(device)
+    recorded, here = stack(env), stack(describe_environment(device))
+    reasons = [f"{k} {recorded[k] or 'unrecorded'} (here {here[k]})" for k in recorded if recorded[k] != here[k]]
     if runtime is None:
-        return Check(run.name, run.key, OTHER_STACK, "its record holds no thread settings (made before records held them): regenerate it")
-    if stack(env) != stack(here):
-        mismatched = ", ".join(f"{k} {stack(env)[k]} (here {stack(here)[k]})" for k in stack(env) if stack(env)[k] != stack(here)[k])
-        return Check(run.name, run.key, OTHER_STACK, f"recorded with {mismatched}: not comparable bit for bit")
+        reasons.append("no thread settings (made before records held them)")
+    if reasons:
+        return Check(run.name, run.key, OTHER_STACK, f"recorded with {', '.join(reasons)}: not comparable bit for bit")
     ctx = RunContext(device, autocast_dtype(device, suite.precision), run.config["limit"])
     with applied(runtime):
         rerun = execute(run, suite, ctx)

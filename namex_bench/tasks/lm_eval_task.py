@@ -4,8 +4,9 @@ lm-eval computes everything — prompts, multiple-choice log-likelihoods, metric
 stderr (``namex_bench/lmeval``); the record keeps its numbers as it reports them
 (``mmlu/acc``, ``arc_easy/acc_norm`` as metrics; with their ``…_stderr`` and sample counts
 per task, MMLU subject and group in the cells; ``cells["lm_eval_truncation"]`` counts the
-model inputs lm-eval cut from the left to fit the model's context). The primary metric is the first task's ``acc``. Under ``--limit N`` lm-eval scores at most ``N`` examples per task (per
-MMLU subject) — the suite's own ``limit`` is the cap when it is smaller.
+model inputs lm-eval cut from the left to fit the model's context). The primary metric is
+the first task's ``acc``. Under ``--limit N`` lm-eval scores at most ``N`` examples per task
+(per MMLU subject) — the suite's own ``limit`` is the cap when it is smaller.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
     namex-bench run SUITE [...]         run a suite (resumable), then write its report; --executor local|slurm submits it as jobs
     namex-bench status SUITE            per run: done, failed, running, queued, pending; the results folder's health
     namex-bench report SUITE            regenerate a suite's leaderboards from its run records
+    namex-bench verify SUITE            rerun the cheapest record of each task family and compare its metrics
     namex-bench list methods            every registered merging method
     namex-bench bench layers [...]      forward+backward time per method vs a dense FFN
     namex-bench bench nbs [...]         nash_bargaining vs the Nash-MTL reference (cvxpy/ECOS)
@@ -72,6 +73,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     shard_spec = parse_shard(args.shard) if args.shard is not None else None
     selection = _selection(args, suite)
     results = Path(args.results)
+    if not args.allow_dirty:
+        _refuse_committed_results_from_a_dirty_tree(results)
     # smoke runs (--limit) keep their records apart, so they never mix with real ones in a leaderboard
     folder = results_folder(suite.name, args.limit)
     if args.executor is not None:
@@ -154,6 +157,34 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         print("results folder: healthy")
     return 0
+def _refuse_committed_results_from_a_dirty_tree(results: Path) -> None:
+    """Records in the repository's own ``results/`` must come from committed code."""
+    from .runner.environment import git_state, project_root
+
+    if results.resolve() != project_root() / "results":
+        return
+    commit, changes = git_state()
+    if commit is not None and changes:
+        files = ", ".join(line[3:] for line in changes[:3]) + (", …" if len(changes) > 3 else "")
+        raise UsageError(
+            f"{results} holds the repository's committed records, and this checkout has uncommitted changes ({files}): "
+            "commit them, write elsewhere with --results DIR, or pass --allow-dirty"
+        )
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .runner.verify import OTHER_STACK, REPRODUCED, verify
+    from .suite.loader import load_suite
+
+    suite, _ = load_suite(args.suite)
+    checks = verify(suite, Path(args.results), per_family=args.per_family, limit=args.limit, tolerance=args.tolerance)
+    allowed = {REPRODUCED, OTHER_STACK} if args.skip_other_stacks else {REPRODUCED}
+    for check in checks:
+        print(f"{check.status:>11}  {check.name}: {check.detail}")
+    bad = [c for c in checks if c.status not in allowed]
+    compared = sum(c.status == REPRODUCED for c in checks)
+    print(f"{suite.name}: {compared} of {len(checks)} records reproduced" + (f"; {len(bad)} did not" if bad else ""))
+    return 1 if bad else 0
 
 
 def _write_report(results: Path, suite: str, reference: str | None) -> Path:
@@ -299,6 +330,13 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     subset.add_argument("--seeds", type=_seeds, metavar="0,1", help="seeds")
 
 
+def _non_negative_number(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="namex-bench", description="Benchmark and robustness suite for expert merging in sparse MoE models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -329,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--max-parallel", type=_positive, help="jobs at once: the SLURM array throttle, or the local worker processes (default 1)")
     cluster.add_argument("--runs-per-job", type=_positive, help="runs executed one after another in each job (default 1)")
     cluster.add_argument("--retries", type=_non_negative, default=1, help="local: resubmit a job whose process died this many times (default 1)")
+    run.add_argument("--allow-dirty", action="store_true",
+                     help="write into the repository's own results/ although the checkout has uncommitted changes (recorded as git_dirty)")
     run.set_defaults(func=_cmd_run)
 
     status = commands.add_parser("status", help="what of a suite is done, failed, running, queued or pending; the results folder's health")
@@ -345,6 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--check", action="store_true", help="write nothing; exit 1 if the tables on disk differ from what the records give")
     report.add_argument("--readme", metavar="FILE", help="also rewrite the suite's generated leaderboard block in FILE (e.g. README.md)")
     report.set_defaults(func=_cmd_report)
+
+    verify = commands.add_parser("verify", help="rerun the cheapest record of each task family with its recorded thread settings and compare its metrics")
+    verify.add_argument("suite", help="a suite name (suites/NAME.yaml) or a path")
+    verify.add_argument("--results", default="results", help="the results folder (default ./results)")
+    verify.add_argument("--per-family", type=_positive, default=1, help="records to rerun per task family (default 1, the cheapest)")
+    verify.add_argument("--limit", type=_positive, help="verify the records of a --limit smoke run")
+    verify.add_argument("--tolerance", type=_non_negative_number, default=0.0, help="largest absolute difference accepted per metric (default 0: bit for bit)")
+    verify.add_argument("--skip-other-stacks", action="store_true",
+                        help="do not fail on records made with another torch version, device or CPU kernels (they are still listed)")
+    verify.set_defaults(func=_cmd_verify)
 
     list_cmd = commands.add_parser("list", help="list registered things")
     list_what = list_cmd.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -1,8 +1,38 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files, and the session's data cache.
+
+Tests never write into the user's ``~/.cache/namex_bench``: the session points
+``NAMEX_BENCH_CACHE`` (which every cache of namex_bench derives from: data archives,
+token streams, corrupted images, lm-eval task configs) at a new temporary folder, removed
+at the end — so the data archives (~180 MB) are downloaded again in every session. To
+share them between sessions, name a cache folder for the tests in
+``NAMEX_BENCH_TEST_CACHE`` (CI does: a folder of its own); a ``NAMEX_BENCH_CACHE`` set
+in the environment is ignored by the tests.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
+
+_created_cache: str | None = None
+
+
+def pytest_configure(config):
+    global _created_cache
+    shared = os.environ.get("NAMEX_BENCH_TEST_CACHE")
+    if shared:
+        os.environ["NAMEX_BENCH_CACHE"] = shared
+    else:
+        _created_cache = tempfile.mkdtemp(prefix="namex_bench-test-cache-")
+        os.environ["NAMEX_BENCH_CACHE"] = _created_cache
+
+
+def pytest_unconfigure(config):
+    if _created_cache is not None:
+        shutil.rmtree(_created_cache, ignore_errors=True)
 
 
 @pytest.fixture

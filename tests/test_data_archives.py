@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -264,3 +265,15 @@ def test_sdist_members_and_folders_are_read_from_the_tar_gz(cache, pip_calls):
     folder = fetch_tree(pin, "toy-1.0/pkg/data")
     assert sorted(p.name for p in folder.iterdir()) == ["a.txt", "b.txt"]
     assert pip_calls == []
+
+
+def test_the_test_session_never_uses_the_users_cache():
+    """conftest.py points NAMEX_BENCH_CACHE at a temporary folder (or NAMEX_BENCH_TEST_CACHE)."""
+    home_cache = Path.home() / ".cache" / "namex_bench"
+    expected = os.environ.get("NAMEX_BENCH_TEST_CACHE")
+    if expected:
+        assert archives.cache_root() == Path(expected).expanduser()
+    else:
+        root = archives.cache_root().resolve()
+        assert root != home_cache.resolve() and home_cache.resolve() not in root.parents
+        assert root.name.startswith("namex_bench-test-cache-")

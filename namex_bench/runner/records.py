@@ -23,8 +23,12 @@ A record (``results/<suite>/runs/<key>.json``)::
       "cells": {"<table>": [{"<key>": ..., "<metric>": ...}, ...]},  # per-cell results
       "timings": {"train_s": ..., "eval_s": ..., "step_s": ..., "total_s": ...},
       "params": {"total": ..., "active_per_token": ...},
-      "environment": {"python": ..., "torch": ..., "device": ..., "git_commit": ..., ...},
-      "placement": {"host": "node042", "executor": "slurm" | "local" | null, "job_id": "4242_3" | null}
+      "placement": {"host": "node042", "executor": "slurm" | "local" | null, "job_id": "4242_3" | null},
+      "environment": {"python": ..., "packages": {"torch": ..., ...}, "device": ..., "cpu": ...,
+                      "git_commit": "<sha>", "git_dirty": false,   # uncommitted changes outside results/
+                      "threads": {"torch": 2, "torch_interop": 2, "blas": [...]},
+                      "deterministic": {"algorithms": true, "cudnn_deterministic": true, ...},
+                      "cpu_capability": "AVX2", ...}
     }
 """
 

@@ -1,7 +1,8 @@
 """The resumable runner: execute a suite's runs, write one record per finished run.
 
 A run whose record exists with status "ok" is skipped, so rerunning a suite resumes
-it; a failed run is recorded with its error and run again next time. When a run's
+it; a failed run is recorded with its error and run again next time. Each run executes
+with the suite's ``runtime`` (threads, deterministic algorithms; :mod:`.runtime`). When a run's
 configuration changes (an option, a default of the code), its new record supersedes the
 old one, which is moved to ``runs/superseded/``. Records are
 written atomically, so stopping the runner at any moment (Ctrl-C, SIGKILL) loses no
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..device import autocast_dtype, resolve_device
+from ..progress import progress
 from ..suite.expand import RunSpec, Selection, expand, shard
 from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
@@ -27,6 +29,7 @@ from ..tasks import distributed
 from .environment import describe_environment
 from .placement import placement
 from .records import SCHEMA_VERSION, finished_keys, read_records, record_path, results_folder, supersede, write_json_atomic
+from .runtime import applied
 
 
 @dataclass
@@ -122,7 +125,8 @@ def execute_and_record(run: RunSpec, suite: Suite, ctx: RunContext, results_root
     """Execute one run and write its record (rank 0 only under ``torchrun``); a successful
     run's records of older configurations are superseded. Every executor runs a run through
     here, so a run executed anywhere writes the same record. Returns the record."""
-    record = execute(run, suite, ctx)
+    with applied(suite.runtime):
+        record = execute(run, suite, ctx)
     if distributed.is_main():
         write_json_atomic(record_path(results_root, plan.folder, run.key), record)
         if record["status"] == "ok":
@@ -146,7 +150,7 @@ def run_suite(
     ctx = run_context(suite, device, limit)
     plan = plan_suite(suite, results_root, limit=limit, shard_spec=shard_spec, selection=selection)
     summary = RunSummary(total=len(plan.runs), skipped=len(plan.runs) - len(plan.pending))
-    bar = tqdm(plan.pending, desc=suite.name, unit="run", disable=None if distributed.is_main() else True)
+    bar = progress(plan.pending, desc=suite.name, unit="run", leave=True, enabled=distributed.is_main())
     for run in bar:
         bar.set_postfix_str(run.name)
         record = execute_and_record(run, suite, ctx, results_root, plan)

@@ -4,6 +4,7 @@
     description: every method on offline data, CPU, minutes
     seeds: [0, 1]
     reference: smear                  # paired comparisons are against this method
+    runtime: {threads: 2, deterministic: true}   # set before the runs and recorded (default: all cores)
     plugins: [my_methods]             # modules imported so that their methods register
     methods:
       - name: namex_mom
@@ -362,6 +363,17 @@ class ClusterDefaults(Strict):
     runs_per_job: PositiveInt = 1
     setup: list[str] = Field(default_factory=list)
     sbatch: dict[str, str | int | bool] = Field(default_factory=dict)
+class Runtime(Strict):
+    """How the runner sets up torch before a suite's runs (recorded in every record, not part
+    of a run's key): ``threads`` — torch's intra-op threads, and BLAS/OpenMP pools through
+    threadpoolctl (default: torch's own choice, the machine's cores); ``deterministic`` —
+    ``torch.use_deterministic_algorithms`` (warning, not failing, on an op without a
+    deterministic implementation), cuDNN deterministic and not benchmarking. On a CPU the
+    thread count changes the order of floating-point sums, hence the numbers: pin it where
+    records must reproduce on another machine."""
+
+    threads: PositiveInt | None = None
+    deterministic: bool = True
 
 
 class Suite(Strict):
@@ -370,6 +382,7 @@ class Suite(Strict):
     seeds: list[int] = Field(min_length=1)
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    runtime: Runtime = Field(default_factory=Runtime)
     reference: str | None = None
     plugins: list[str] = Field(default_factory=list)
     methods: list[MethodEntry] = Field(min_length=1)

@@ -7,12 +7,12 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ..data.image_folder import hf_image_dataset, image_folder_dataset
 from ..data.limit import limit_dataset
 from ..data.mnist5k import load_mnist5k
 from ..models.moe_model import MoEModel, parameter_counts
+from ..progress import progress
 from ..suite.schema import ImageClassificationTask, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
@@ -43,7 +43,7 @@ def evaluate_classifier(model: MoEModel, loader: DataLoader, device: torch.devic
     """Top-1 and top-5 accuracy and mean cross-entropy over every example (summed over ranks)."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct@1, correct@5, loss, count
-    for inputs, targets in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if distributed.is_main() else True):
+    for inputs, targets in progress(loader, desc=desc, unit="batch", enabled=distributed.is_main()):
         inputs, targets = inputs.to(device), targets.to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(inputs).output.float()

@@ -3,8 +3,10 @@
 lm-eval computes everything — prompts, multiple-choice log-likelihoods, metrics and their
 stderr (``namex_bench/lmeval``); the record keeps its numbers as it reports them
 (``mmlu/acc``, ``arc_easy/acc_norm`` as metrics; with their ``…_stderr`` and sample counts
-per task, MMLU subject and group in the cells). The primary metric is the first task's ``acc``. Under ``--limit N`` lm-eval scores at most ``N`` examples per task (per
-MMLU subject) — the suite's own ``limit`` is the cap when it is smaller.
+per task, MMLU subject and group in the cells; ``cells["lm_eval_truncation"]`` counts the
+model inputs lm-eval cut from the left to fit the model's context). The primary metric is
+the first task's ``acc``. Under ``--limit N`` lm-eval scores at most ``N`` examples per task
+(per MMLU subject) — the suite's own ``limit`` is the cap when it is smaller.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
     metrics.update({k: v for k, v in scores.metrics.items() if not k.endswith("_stderr") and math.isfinite(v)})
     cells = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in scores.cells]
     goals = {k: ("min" if k == "train_loss" else "max") for k in metrics}
+    # lm-eval cuts a model input longer than the model's context from the left (HFLM's behaviour): say how often
+    truncation = [{k: scores.settings[k] for k in ("max_length", "truncated_inputs")}]
     return TaskResult(
-        metrics=metrics, goals=goals, primary=f"{task.tasks[0]}/acc", cells={"lm_eval": cells},
+        metrics=metrics, goals=goals, primary=f"{task.tasks[0]}/acc", cells={"lm_eval": cells, "lm_eval_truncation": truncation},
         timings=timings, params=parameter_counts(model),
     )

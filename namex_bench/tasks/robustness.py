@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
-from tqdm.auto import tqdm
 
 from ..corruptions.cache import CorruptionCache, images_sha256
 from ..data.limit import dataset_labels, limit_dataset
 from ..metrics.imagenet_subsets import restricted_predictions
 from ..metrics.mce import ALEXNET_ERRORS, BENCHMARK_CORRUPTIONS, mce, mean_corruption_error, relative_mce
 from ..models.moe_model import MoEModel
+from ..progress import progress
 from ..suite.schema import CorruptionEval, ImageClassificationTask
 from . import distributed
 from .base import RunContext
@@ -130,7 +130,7 @@ def evaluate_corruptions(model: MoEModel, task: ImageClassificationTask, test_se
                     cells.append({"corruption": name, "severity": severity, "top1": correct / total, "error": 1 - correct / total})
     else:
         for name in cfg.names:
-            for severity in tqdm(cfg.severities, desc=name, leave=False, disable=None if distributed.is_main() else True):
+            for severity in progress(cfg.severities, desc=name, enabled=distributed.is_main()):
                 folder = _released_folder(cfg.root / name / str(severity), task, class_to_idx, ctx.limit)
                 correct, total = _correct(model, distributed.eval_loader(folder, task.eval.batch_size), ctx)
                 cells.append({"corruption": name, "severity": severity, "top1": correct / total, "error": 1 - correct / total})

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ..data.limit import limit_dataset
 from ..metrics.glue import GLUE_TASKS, glue_metrics
 from ..models.moe_model import parameter_counts
+from ..progress import progress
 from ..suite.schema import MethodEntry, ModelEntry, TextClassificationTask
 from . import distributed
 from .base import RunContext, TaskResult
@@ -83,7 +83,7 @@ def predict(model, loader: DataLoader, device: torch.device, autocast_dtype, reg
     """``(predictions, labels, mean loss)`` over the whole loader."""
     model.eval()
     predictions, labels, loss, count = [], [], 0.0, 0
-    for inputs, targets in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if distributed.is_main() else True):
+    for inputs, targets in progress(loader, desc=desc, unit="batch", enabled=distributed.is_main()):
         inputs, targets = to_device(inputs, device), targets.to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs = model(**inputs).output.float()

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..models.moe_model import MoEModel
 from ..models.registry import get_builder
+from ..progress import progress
 from ..suite.schema import MethodEntry, ModelEntry, TrainConfig
 from . import distributed
 
@@ -108,7 +108,7 @@ def train(
     model.train()
     step, losses, aux_losses = 0, [], []
     start = time.perf_counter()
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=None if distributed.is_main() else True)
+    bar = progress(total=total, desc=desc, unit="step", enabled=distributed.is_main())
     epoch = 0
     while step < total:
         distributed.set_epoch(loader, epoch)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..models.moe_model import MoEModel
 from ..models.registry import get_builder
-from ..suite.schema import MethodEntry, ModelEntry, TrainConfig
+from ..suite.schema import MAX_TRAIN_STEPS, MethodEntry, ModelEntry, TrainConfig
 from . import distributed
 
 
@@ -99,6 +99,9 @@ def train(
     ``loader`` yields ``(inputs, targets)``: ``inputs`` a tensor, or a dict passed as keyword
     arguments; ``loss_fn(model output, targets)`` (computed in float32 or wider)."""
     total = math.ceil(cfg.epochs * len(loader)) if cfg.epochs > 0 else 0
+    if total > MAX_TRAIN_STEPS:
+        raise ValueError(f"train.epochs: {cfg.epochs:g} epochs of {len(loader):,} batches is {total:,} training steps, "
+                         f"more than the {MAX_TRAIN_STEPS:,} a run may take")
     if total == 0:
         return TrainResult(0, 0.0, 0.0, float("nan"), float("nan"))
     net = distributed.wrap(model)

@@ -251,13 +251,14 @@ def run_suite(
         runs = shard(runs, *shard_spec)
     summary = RunSummary(total=len(runs))
     existing = read_records(results_root, folder, on_damaged=summary.damaged.append if skip_damaged else None)
-    for damaged in summary.damaged:
-        print(f"namex-bench: warning: skipping damaged run record {damaged.path}: {damaged.problem}", file=sys.stderr)
     done = finished_keys(existing)
     keys_by_name: dict[str, set[str]] = {}
     for r in existing:
         keys_by_name.setdefault(r["name"], set()).add(r["key"])
+    distributed.barrier()  # every rank has read the records before rank 0 moves any
     if distributed.is_main():
+        for damaged in summary.damaged:
+            print(f"namex-bench: warning: skipping damaged run record {damaged.path}: {damaged.problem}", file=sys.stderr)
         heal_superseded(results_root, folder, runs, done, keys_by_name)
     todo = [r for r in runs if r.key not in done]
     summary.skipped = len(runs) - len(todo)

@@ -18,6 +18,8 @@ and, for a task/model whose records have corruption cells (``cells["corruptions"
 
 Every file is a function of the records alone, written atomically, and only when its
 bytes change: regenerating an unchanged report rewrites nothing and keeps the mtimes.
+The paired files are absent for a task/model without a reference to compare against;
+a task/model without a successful run only gets its section in ``leaderboard.md``.
 
 Which records count (:func:`report_inputs`): every record is checked as it is read, and
 a damaged one stops the report with its file named — or, with ``skip_damaged``, is
@@ -25,12 +27,11 @@ listed in ``leaderboard.md`` as a failed run. Where the runner has written
 ``results/<suite>/current_runs.json`` (the key of every run of the suite as last run),
 records of any other key — an older configuration left behind by a partial rerun, or a
 run that has left the suite — are not counted, and ``leaderboard.md`` says so at the top.
-The paired files are absent for a task/model without a reference to compare against;
-a task/model without a successful run only gets its section in ``leaderboard.md``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,9 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def report_files(records: list, reference: str | None = None, *, plots: bool = True, notices: list[str] = ()) -> dict[str, bytes]:
+def report_files(
+    records: list, reference: str | None = None, *, plots: bool = True, notices: Iterable[str] = ()
+) -> dict[str, bytes]:
     """The report's files as ``{path relative to results/<suite>/: bytes}``; ``plots=False`` leaves
     the PNGs out (they are the slow part, and :func:`check_report` does not compare them);
     ``notices`` go at the top of ``leaderboard.md``."""

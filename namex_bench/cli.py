@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-from contextlib import nullcontext
+import threading
 from pathlib import Path
 
 from tabulate import tabulate
@@ -32,7 +34,7 @@ def _cmd_validate(args: argparse.Namespace) -> None:
     from .suite.requirements import data_paths, environment_variables
 
     suite, path = load_suite(args.suite, check_data=not args.no_data)
-    with without_data_checks() if args.no_data else nullcontext():
+    with without_data_checks() if args.no_data else contextlib.nullcontext():
         runs = expand(suite)
         paths = data_paths(suite)
     pairs = sum(len(suite.task_models(t)) for t in suite.tasks)
@@ -62,6 +64,28 @@ def _selection(args: argparse.Namespace, suite):
     return Selection(**chosen).check(suite)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and ``kill`` send), raised where Ctrl-C raises ``KeyboardInterrupt``,
+    so that it stops the runner the same way: finished runs kept, one line, exit status 143."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_like_ctrl_c():
+    """For the block, SIGTERM raises :class:`Terminated` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner.records import results_folder
     from .runner.runner import run_suite
@@ -80,20 +104,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.executor is not None:
         return _submit(args, suite, results, folder, shard_spec, selection)
     try:
-        summary = run_suite(suite, results, shard_spec=shard_spec, selection=selection, limit=args.limit, device=args.device, fail_fast=args.fail_fast)
-    except KeyboardInterrupt:
-        print(f"namex-bench: interrupted; finished runs are kept in {results / folder / 'runs'} — rerun to resume", file=sys.stderr)
-        return 130
+        summary = run_suite(suite, results, shard_spec=shard_spec, selection=selection, limit=args.limit, device=args.device,
+                            fail_fast=args.fail_fast, skip_damaged=args.skip_damaged)
+    except KeyboardInterrupt as stop:
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        print(f"namex-bench: {what}; finished runs are kept in {results / folder / 'runs'} — rerun to resume", file=sys.stderr)
+        return code
     if not distributed.is_main():
         return 0
+    elsewhere = f", {len(summary.elsewhere)} left to another process running them" if summary.elsewhere else ""
     print(
         f"{suite.name}: {len(summary.finished)} runs finished, {summary.skipped} already done, "
-        f"{len(summary.failed)} failed (of {summary.total}); records in {results / folder / 'runs'}"
+        f"{len(summary.failed)} failed{elsewhere} (of {summary.total}); records in {results / folder / 'runs'}"
     )
     for name in summary.failed:
         print(f"  failed: {name}")
     if not args.no_report:
-        written = _write_report(results, folder, None)
+        written = _write_report(results, folder, None, args.skip_damaged)
         print(f"leaderboard: {written}")
     return 1 if summary.failed else 0
 
@@ -187,30 +214,38 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _write_report(results: Path, suite: str, reference: str | None) -> Path:
+def _write_report(results: Path, suite: str, reference: str | None, skip_damaged: bool = False) -> Path:
     from .report.write import write_report
 
-    write_report(results, suite, reference)
+    write_report(results, suite, reference, skip_damaged=skip_damaged)
     return results / suite / "leaderboard.md"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    if args.check:
-        from .report.write import check_report
+    from .runner.records import check_folder_name
 
-        stale = check_report(Path(args.results), args.suite, args.reference)
+    check_folder_name(args.suite, "suite name (its folder under --results)")
+    if args.check:
+        from .report.write import check_report, report_inputs
+
         where = Path(args.results) / args.suite
+        inputs = report_inputs(Path(args.results), args.suite, args.skip_damaged)
+        if inputs.outdated:
+            print(f"{where}: {inputs.outdated_summary()}; the leaderboard is not up to date with the suite — rerun the suite "
+                  f"(every shard), then `namex-bench report {args.suite}`", file=sys.stderr)
+            return 1
+        stale = check_report(Path(args.results), args.suite, args.reference, skip_damaged=args.skip_damaged)
         if stale:
             print(f"{where}: the report is stale — these files differ from what the records give: {', '.join(stale)}; "
                   f"regenerate with `namex-bench report {args.suite}`", file=sys.stderr)
             return 1
         print(f"{where}: the report is up to date with its records")
         return 0
-    print(f"leaderboard: {_write_report(Path(args.results), args.suite, args.reference)}")
+    print(f"leaderboard: {_write_report(Path(args.results), args.suite, args.reference, args.skip_damaged)}")
     if args.readme:
         from .report.write import update_readme
 
-        changed = update_readme(Path(args.readme), Path(args.results), args.suite, args.reference)
+        changed = update_readme(Path(args.readme), Path(args.results), args.suite, args.reference, skip_damaged=args.skip_damaged)
         print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
     return 0
 
@@ -369,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--retries", type=_non_negative, default=1, help="local: resubmit a job whose process died this many times (default 1)")
     run.add_argument("--allow-dirty", action="store_true",
                      help="write into the repository's own results/ although the checkout has uncommitted changes (recorded as git_dirty)")
+    run.add_argument("--skip-damaged", action="store_true",
+                     help="treat damaged run records as failed runs (redone, and listed in the report) instead of stopping")
     run.set_defaults(func=_cmd_run)
 
     status = commands.add_parser("status", help="what of a suite is done, failed, running, queued or pending; the results folder's health")
@@ -384,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reference", help="compare against this method instead of the suite's reference")
     report.add_argument("--check", action="store_true", help="write nothing; exit 1 if the tables on disk differ from what the records give")
     report.add_argument("--readme", metavar="FILE", help="also rewrite the suite's generated leaderboard block in FILE (e.g. README.md)")
+    report.add_argument("--skip-damaged", action="store_true", help="list damaged run records as failed runs instead of stopping")
     report.set_defaults(func=_cmd_report)
 
     verify = commands.add_parser("verify", help="rerun the cheapest record of each task family with its recorded thread settings and compare its metrics")
@@ -440,14 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runner.records import ResultsWriteError
     from .suite.loader import SuiteError
 
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
-    except (UsageError, SuiteError, ValueError, FileNotFoundError) as exc:
+        with sigterm_stops_like_ctrl_c():
+            return args.func(args) or 0
+    except (UsageError, SuiteError, ResultsWriteError, ValueError, OSError) as exc:
         print(f"namex-bench: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("namex-bench: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("namex-bench: interrupted", file=sys.stderr)
         return 130

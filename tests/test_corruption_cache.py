@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import namex_bench.corruptions.cache as cache_module
+import namex_bench.files as files_module
 from namex_bench.corruptions import ALL_CORRUPTIONS, SEVERITIES, CorruptionCache, corrupt, corrupt_dataset, image_seed
 
 
@@ -98,7 +99,7 @@ def test_the_key_changes_with_images_dataset_corruption_severity_seed_and_engine
 
 def _fill(root, barrier, queue, images, locking):
     if not locking:
-        cache_module.fcntl = None  # this child only
+        files_module.fcntl = None  # this child only: no locks (namex_bench.files holds them)
     cache = CorruptionCache(root)
     barrier.wait()
     out = cache.get_or_compute("shared", images, "glass_blur", 3, 5, workers=1, progress=False)
@@ -108,7 +109,7 @@ def _fill(root, barrier, queue, images, locking):
 @pytest.mark.parametrize("locking", [True, False])
 def test_two_processes_filling_one_entry_leave_one_valid_entry(tmp_path, locking):
     """With the lock one process computes and the other reads; without it both may compute — the same bytes."""
-    if locking and cache_module.fcntl is None:
+    if locking and files_module.fcntl is None:
         pytest.skip("no fcntl on this platform")
     images = dataset(12, 96, channels=3)
     ctx = cache_module.process_context()  # not fork: see process_context

@@ -339,7 +339,9 @@ def test_write_json_atomic_keeps_the_old_file_when_a_write_fails(tmp_path, monke
 
 def test_readers_ignore_temporary_files(tmp_path):
     runs = tmp_path / "tiny" / "runs"
-    record = {"key": "00ff", "status": "ok", "config": {}}
+    config = {"method": {"label": "smear", "name": "smear"}, "model": {"name": "m"}, "task": {"name": "t"}, "seed": 0}
+    record = {"schema": 1, "key": "00ff", "suite": "tiny", "name": "smear/m/t/seed0", "status": "ok", "config": config,
+              "metrics": {"top1": 0.5}, "goals": {"top1": "max"}, "primary": "top1"}
     write_json_atomic(runs / "00ff.json", record)
     (runs / ".11ee.json.x1y2.tmp").write_text('{"key": "11ee", "status": "o')  # an interrupted write
     (runs / "22dd.json.tmp").write_text("{")

@@ -33,7 +33,9 @@ Corruption runs in parallel over chunks of images in a
 ``os.cpu_count()``; ``workers=1`` runs in this process), with a tqdm progress bar.
 Workers are started by ``forkserver`` (``spawn`` where there is none), never ``fork``
 (see :func:`process_context`); a cache keeps its pool between calls — ``close()`` it,
-or use it as a context manager.
+or use it as a context manager. Workers die with the process that started them (see
+:func:`_init_worker`), and an interrupted computation (Ctrl-C, SIGTERM) cancels the
+chunks not yet started instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -45,19 +47,15 @@ import math
 import multiprocessing
 import os
 import re
-import uuid
+import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_file, exclusive_lock
 from ..progress import progress as progress_bar
 from .engine import ALL_CORRUPTIONS, SEVERITIES, corrupt, engine_fingerprint, image_seed
-
-try:  # POSIX advisory locks; elsewhere two processes may both compute (same bytes).
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 
 def images_sha256(images: np.ndarray) -> str:
@@ -80,8 +78,29 @@ def process_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _exit_with_parent() -> None:
+    """In a worker: exit as soon as the process that started the pool is gone, even after a
+    ``kill -9`` that gave it no chance to stop its workers.
+
+    A daemon thread waits on :func:`multiprocessing.parent_process`'s sentinel — the process
+    that asked for the worker, also under ``forkserver``, where the worker's OS parent is the
+    fork server (so a parent-death signal would not do). Once the workers are gone, the fork
+    server and the resource tracker, which live while any process holds their pipes, exit too.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def wait_then_exit() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=wait_then_exit, name="exit-with-parent", daemon=True).start()
+
+
 def _init_worker() -> None:
-    """Worker processes: one OpenCV thread each (the pool is the parallelism)."""
+    """Worker processes: die with their parent; one OpenCV thread each (the pool is the parallelism)."""
+    _exit_with_parent()
     import cv2
 
     cv2.setNumThreads(1)
@@ -127,11 +146,16 @@ def corrupt_dataset(
                 executor.submit(corrupt_images, images[a : a + chunk], name, severity, seeds[a : a + chunk]): a
                 for a in range(0, n, chunk)
             }
-            for future in as_completed(futures):
-                result = future.result()
-                a = futures[future]
-                out[a : a + len(result)] = result
-                bar.update(len(result))
+            try:
+                for future in as_completed(futures):
+                    result = future.result()
+                    a = futures[future]
+                    out[a : a + len(result)] = result
+                    bar.update(len(result))
+            except BaseException:  # interrupted or failed: drop the chunks not started, do not wait for them
+                for future in futures:
+                    future.cancel()
+                raise
         return out
     finally:
         bar.close()
@@ -225,17 +249,18 @@ class CorruptionCache:
         self.events.append(("computed", path.name))
         return out
 
-    def close(self) -> None:
-        """Shut the worker pool down (it is kept between calls)."""
+    def close(self, wait: bool = True) -> None:
+        """Shut the worker pool down (it is kept between calls); ``wait=False`` does not wait
+        for chunks in progress (the workers finish them and exit)."""
         if self._executor is not None:
-            self._executor.shutdown()
+            self._executor.shutdown(wait=wait, cancel_futures=True)
             self._executor = None
 
     def __enter__(self) -> CorruptionCache:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(wait=exc_type is None)
 
     # ----------------------------------------------------------------- internals
     def _hit(self, path: Path, array: np.ndarray) -> np.ndarray:
@@ -251,17 +276,9 @@ class CorruptionCache:
             self._executor_workers = workers
         return self._executor
 
-    @contextlib.contextmanager
-    def _locked(self, path: Path):
-        if fcntl is None:
-            yield
-            return
-        with open(path.with_name(path.name + ".lock"), "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    @staticmethod
+    def _locked(path: Path):
+        return exclusive_lock(path.with_name(path.name + ".lock"))
 
     def _load(self, path: Path, shape: tuple[int, ...], record_invalid: bool = True) -> np.ndarray | None:
         """The stored array if the entry is complete and intact, else ``None`` (counted as invalid if present)."""
@@ -293,26 +310,12 @@ class CorruptionCache:
             self.events.append((f"invalid: {reason}", path.name))
         return None
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _atomic_file(path: Path):
-        """A file object whose contents replace ``path`` atomically once the block ends without error."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
     def _store(self, path: Path, array: np.ndarray) -> None:
         """Write the ``.npy`` (hashing it as it streams out), then its sidecar; each atomically."""
-        with self._atomic_file(path) as f:
+        with atomic_file(path) as f:
             writer = _HashingWriter(f)
             np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
-        with self._atomic_file(path.with_name(path.name + ".sha256")) as f:
+        with atomic_file(path.with_name(path.name + ".sha256")) as f:
             f.write(f"{writer.digest.hexdigest()}  {path.name}\n".encode())
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from ..files import atomic_file, write_bytes_atomic
+
 
 class ArchiveError(RuntimeError):
     """A pinned data archive could not be provided as pinned."""
@@ -244,16 +246,9 @@ def _member_names(archive_path: Path) -> list[str]:
 
 
 def _write_atomic(src: IO[bytes], dest: Path) -> None:
-    """Copy ``src`` to ``dest`` through a temporary file in ``dest``'s folder and ``os.replace``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Copy ``src`` to ``dest`` atomically, with the umask's permissions (:func:`~namex_bench.files.atomic_file`)."""
+    with atomic_file(dest) as out:
+        shutil.copyfileobj(src, out, 1 << 20)
 
 
 def members_dir(archive: str | PinnedArchive) -> Path:
@@ -314,9 +309,5 @@ def fetch_tree(archive: str | PinnedArchive, prefix: str) -> Path:
         count += 1
     if count == 0:
         raise _missing_member(pin, archive_path, start, "folder")
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".marker.", dir=marker.parent)
-    with os.fdopen(fd, "w") as out:
-        out.write(f"{pin.sha256}\n{count} files\n")
-    os.replace(tmp, marker)
+    write_bytes_atomic(marker, f"{pin.sha256}\n{count} files\n".encode())
     return dest

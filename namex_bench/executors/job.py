@@ -85,11 +85,11 @@ class SuiteJob(submitit.helpers.Checkpointable):
             if distributed.is_main():
                 write_json_atomic(marker, {"name": run.name, "key": key, "pid": os.getpid(), "started": time.time(), **placement()})
             try:
-                record = execute_and_record(run, self.suite, ctx, results, plan)
+                state, record = execute_and_record(run, self.suite, ctx, results, plan)
             finally:
                 if distributed.is_main():
                     marker.unlink(missing_ok=True)
-            statuses[run.name] = record["status"]
+            statuses[run.name] = record["status"] if record is not None else state
         return statuses
 
     def _torchrun(self) -> dict[str, str]:

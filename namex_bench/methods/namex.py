@@ -40,6 +40,8 @@ class NAMEx(EPCAMEx):
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        if isinstance(nbs_iters, bool) or not isinstance(nbs_iters, int) or nbs_iters < 1:
+            raise ValueError(f"nbs_iters must be a positive integer, got {nbs_iters!r}")
         self.normalisation = normalisation
         self.placement = placement
         self.nbs_iters = nbs_iters

@@ -212,12 +212,14 @@ def section_markdown(section: Section, plots_dir: str | None = "plots", robustne
 
 
 def render_leaderboard_markdown(
-    records: Iterable[Mapping[str, Any]], reference: str | None = None, *, plots_dir: str | None = "plots"
+    records: Iterable[Mapping[str, Any]], reference: str | None = None, *, plots_dir: str | None = "plots",
+    notices: Iterable[str] = (),
 ) -> str:
     """The whole leaderboard document of a suite's records: a section per task/model.
 
     ``reference`` overrides the records' reference method; ``plots_dir`` is the folder
-    the plot links point into, relative to the document (``None``: no plot links).
+    the plot links point into, relative to the document (``None``: no plot links);
+    ``notices`` are paragraphs printed first (records that were not counted, and why).
     """
     records = list(records)
     suites = sorted({str(r.get("suite")) for r in records if r.get("suite")})
@@ -230,6 +232,8 @@ def render_leaderboard_markdown(
         "regenerate it from the records rather than editing it.",
         "",
     ]
+    for notice in notices:
+        head += [notice, ""]
     body = [
         section_markdown(s, plots_dir, robustness_table(records, s.task, s.model, reference) if s.leaderboard else None)
         for s in sections(records, reference)

@@ -20,13 +20,22 @@ Every file is a function of the records alone, written atomically, and only when
 bytes change: regenerating an unchanged report rewrites nothing and keeps the mtimes.
 The paired files are absent for a task/model without a reference to compare against;
 a task/model without a successful run only gets its section in ``leaderboard.md``.
+
+Which records count (:func:`report_inputs`): every record is checked as it is read, and
+a damaged one stops the report with its file named — or, with ``skip_damaged``, is
+listed in ``leaderboard.md`` as a failed run. Where the runner has written
+``results/<suite>/current_runs.json`` (the key of every run of the suite as last run),
+records of any other key — an older configuration left behind by a partial rerun, or a
+run that has left the suite — are not counted, and ``leaderboard.md`` says so at the top.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..runner.records import read_records, runs_dir, write_bytes_atomic
+from ..runner.records import DamagedRecord, inside, read_current_runs, read_records, runs_dir, write_bytes_atomic
 from .leaderboard import sections
 from .plots import mean_ce_png, primary_metric_png, severity_png
 from .render import (
@@ -48,12 +57,45 @@ class NoRecordsError(FileNotFoundError):
     """The suite has no run records to report on."""
 
 
-def suite_records(results_root: Path, suite: str) -> list:
-    """The suite's run records; :class:`NoRecordsError` when it has none."""
-    records = read_records(results_root, suite)
-    if not records:
+@dataclass(frozen=True)
+class ReportInputs:
+    """The records a report counts, and the ones it must tell its reader it does not count."""
+
+    records: list  # sound records of the suite's current runs
+    outdated: list  # sound records of runs the suite no longer has in that configuration
+    damaged: tuple[DamagedRecord, ...] = ()
+
+    def outdated_summary(self) -> str:
+        names = sorted({str(r["name"]) for r in self.outdated})
+        shown = ", ".join(f"`{n}`" for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        count = len(self.outdated)
+        return f"{count} run record{'s are' if count != 1 else ' is'} of an older configuration of the suite ({shown})"
+
+    def notices(self) -> list[str]:
+        """Paragraphs for the top of ``leaderboard.md`` (none when every record counts)."""
+        out = []
+        if self.outdated:
+            out.append(f"**Not counted: {self.outdated_summary()}.** Rerun the suite (every shard) to replace them.")
+        if self.damaged:
+            listed = "; ".join(f"`runs/{d.path.name}` ({d.problem})" for d in self.damaged)
+            out.append(f"**{len(self.damaged)} damaged run record{'s' if len(self.damaged) != 1 else ''}, counted as failed "
+                       f"runs:** {listed}. Move them away, or rerun the suite to redo them.")
+        return out
+
+
+def report_inputs(results_root: Path, suite: str, skip_damaged: bool = False) -> ReportInputs:
+    """The suite's records, split into those that count and the outdated ones (see the module
+    docstring). :class:`NoRecordsError` when the suite has none; a damaged record raises
+    :class:`~namex_bench.runner.records.DamagedRecordError` unless ``skip_damaged``."""
+    damaged: list[DamagedRecord] = []
+    records = read_records(results_root, suite, on_damaged=damaged.append if skip_damaged else None)
+    if not records and not damaged:
         raise NoRecordsError(f"no run records for suite {suite!r} in {runs_dir(results_root, suite)}; run the suite first")
-    return records
+    current = read_current_runs(results_root, suite)
+    if current is None:
+        return ReportInputs(records, [], tuple(damaged))
+    return ReportInputs([r for r in records if r["key"] in current], [r for r in records if r["key"] not in current],
+                        tuple(damaged))
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -69,9 +111,12 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def report_files(records: list, reference: str | None = None, *, plots: bool = True) -> dict[str, bytes]:
+def report_files(
+    records: list, reference: str | None = None, *, plots: bool = True, notices: Iterable[str] = ()
+) -> dict[str, bytes]:
     """The report's files as ``{path relative to results/<suite>/: bytes}``; ``plots=False`` leaves
-    the PNGs out (they are the slow part, and :func:`check_report` does not compare them)."""
+    the PNGs out (they are the slow part, and :func:`check_report` does not compare them);
+    ``notices`` go at the top of ``leaderboard.md``."""
     files: dict[str, bytes] = {}
     clash = False  # two task/model pairs gave one name (e.g. a model called "m__robustness")
 
@@ -102,11 +147,11 @@ def report_files(records: list, reference: str | None = None, *, plots: bool = T
                 add(f"plots/{stem}__mce.png", mean_ce_png(rob))
     if clash or len({name.lower() for name in files}) != len(files):
         raise ValueError("two task/model pairs map to the same report file names; rename a task or model")
-    files["leaderboard.md"] = render_leaderboard_markdown(records, reference, plots_dir="plots").encode()
+    files["leaderboard.md"] = render_leaderboard_markdown(records, reference, plots_dir="plots", notices=notices).encode()
     return files
 
 
-def write_report(results_root: Path, suite: str, reference: str | None = None) -> list[Path]:
+def write_report(results_root: Path, suite: str, reference: str | None = None, *, skip_damaged: bool = False) -> list[Path]:
     """Regenerate ``results/<suite>/``'s leaderboard, tables and plots from its run records.
 
     ``reference`` overrides the method the records name as the reference of paired
@@ -115,16 +160,15 @@ def write_report(results_root: Path, suite: str, reference: str | None = None) -
     suite has no records.
     """
     results_root = Path(results_root)
-    records = suite_records(results_root, suite)
-    out = results_root / suite
-    files = report_files(records, reference)
+    inputs = report_inputs(results_root, suite, skip_damaged)
+    files = report_files(inputs.records, reference, notices=inputs.notices())
     # leaderboard.md last: it never links to a plot that is not there yet
     for name in sorted(files, key=lambda n: (n == "leaderboard.md", n)):
-        write_if_changed(out / name, files[name])
-    return sorted(out / name for name in files)
+        write_if_changed(inside(results_root, suite, name), files[name])
+    return sorted(inside(results_root, suite, name) for name in files)
 
 
-def check_report(results_root: Path, suite: str, reference: str | None = None) -> list[str]:
+def check_report(results_root: Path, suite: str, reference: str | None = None, *, skip_damaged: bool = False) -> list[str]:
     """The report files of ``results/<suite>/`` that are missing or differ from what the
     records give now (an empty list: the committed report is up to date).
 
@@ -132,10 +176,10 @@ def check_report(results_root: Path, suite: str, reference: str | None = None) -
     their bytes depend on the matplotlib and FreeType build that drew them.
     """
     results_root = Path(results_root)
-    records = suite_records(results_root, suite)
+    inputs = report_inputs(results_root, suite, skip_damaged)
     out = results_root / suite
     stale = []
-    for name, data in sorted(report_files(records, reference, plots=False).items()):
+    for name, data in sorted(report_files(inputs.records, reference, plots=False, notices=inputs.notices()).items()):
         path = out / name
         if not path.is_file() or path.read_bytes() != data:
             stale.append(name)
@@ -146,17 +190,20 @@ README_BEGIN = "<!-- {suite}-leaderboard:begin (generated by `namex-bench report
 README_END = "<!-- {suite}-leaderboard:end -->"
 
 
-def readme_block(results_root: Path, suite: str, reference: str | None = None) -> str:
+def readme_block(results_root: Path, suite: str, reference: str | None = None, *, skip_damaged: bool = False) -> str:
     """The suite's leaderboard as a block for a README at the repository root: headings
     two levels down, plot links pointing into ``results/<suite>/plots``."""
     results_root = Path(results_root)
-    records = suite_records(results_root, suite)
-    text = render_leaderboard_markdown(records, reference, plots_dir=f"{results_root.name}/{suite}/plots")
+    inputs = report_inputs(results_root, suite, skip_damaged)
+    text = render_leaderboard_markdown(inputs.records, reference, plots_dir=f"{results_root.name}/{suite}/plots",
+                                       notices=inputs.notices())
     lines = ["##" + line if line.startswith("#") else line for line in text.strip().splitlines()]
     return "\n".join([README_BEGIN.format(suite=suite), *lines, README_END.format(suite=suite)])
 
 
-def update_readme(readme: Path, results_root: Path, suite: str, reference: str | None = None) -> bool:
+def update_readme(
+    readme: Path, results_root: Path, suite: str, reference: str | None = None, *, skip_damaged: bool = False
+) -> bool:
     """Replace the suite's generated block in ``readme`` (between its begin/end markers);
     ``True`` if the file changed. A README without the markers is an error."""
     readme = Path(readme)
@@ -165,4 +212,5 @@ def update_readme(readme: Path, results_root: Path, suite: str, reference: str |
     if begin not in text or end not in text:
         raise ValueError(f"{readme}: no generated block for {suite!r}; add the lines {begin!r} and {end!r} where it goes")
     start, stop = text.index(begin), text.index(end) + len(end)
-    return write_if_changed(readme, (text[:start] + readme_block(results_root, suite, reference) + text[stop:]).encode())
+    block = readme_block(results_root, suite, reference, skip_damaged=skip_damaged)
+    return write_if_changed(readme, (text[:start] + block + text[stop:]).encode())

@@ -3,12 +3,20 @@
 A bad suite raises one :class:`SuiteError` naming the file, the field and (where the
 YAML parser knows it) the line. YAML is loaded with the safe loader, and no module
 is imported except those named in ``plugins:``. String values may use ``${NAME}`` or
-``${NAME:-default}`` to take data paths from the environment.
+``${NAME:-default}`` to take data paths from the environment (not the suite's ``name``,
+which names its results folder).
+
+Before anything is built from the YAML, its node graph is checked: a key given twice in
+one mapping is an error (YAML would silently keep the last), and so is a document whose
+anchors and aliases expand to more than :data:`MAX_YAML_VALUES` values (a few hundred
+bytes of nested aliases can otherwise expand to billions). Numbers must be finite
+(``.inf``/``.nan`` cannot be recorded), and the file must be UTF-8.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -19,9 +27,16 @@ from pydantic import ValidationError
 
 from ..data.paths import without_data_checks
 from .requirements import ENV_VAR
-from .schema import Suite
+from .schema import MAX_TRAIN_STEPS, Suite
 
 SUITES_DIR = "suites"
+
+#: The most values (scalars, lists, mappings) a suite's YAML may expand to, aliases expanded.
+#: An alias-free 100 KB file holds well under 50,000.
+MAX_YAML_VALUES = 100_000
+
+#: A plugin: a module name, dotted Python identifiers (``my_methods``, ``pkg.methods``).
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class SuiteError(Exception):
@@ -52,9 +67,10 @@ def find_suite(name_or_path: str) -> Path:
 def expand_environment(data: Any, path: Path, node: yaml.Node | None, loc: tuple = (), *, strict: bool = True) -> Any:
     """Replace ``${NAME}`` and ``${NAME:-default}`` in string values by environment variables
     (data paths differ between machines); an unset variable without a default is an error
-    (``strict``) or left as it is written."""
+    (``strict``) or left as it is written. The suite's ``name`` is left as it is: it names the
+    results folder, the same on every machine."""
     if isinstance(data, dict):
-        return {k: expand_environment(v, path, node, (*loc, k), strict=strict) for k, v in data.items()}
+        return {k: v if (loc, k) == ((), "name") else expand_environment(v, path, node, (*loc, k), strict=strict) for k, v in data.items()}
     if isinstance(data, list):
         return [expand_environment(v, path, node, (*loc, i), strict=strict) for i, v in enumerate(data)]
     if not isinstance(data, str) or "${" not in data:
@@ -130,6 +146,88 @@ def _known_fields(loc: tuple[Any, ...]) -> list[str]:
     return sorted({name for model in models for name in model.model_fields})
 
 
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = f"byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        raise SuiteError(path, None, f"not UTF-8 text ({byte}); save the file as UTF-8", line) from None
+
+
+def check_node_graph(root: yaml.Node, path: Path) -> None:
+    """Refuse duplicate keys, recursive aliases, and documents that expand (aliases followed) to
+    more than :data:`MAX_YAML_VALUES` values — on the composed node graph, where an alias is a
+    shared node, so the check costs one visit per distinct node whatever the expansion."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node, loc: tuple) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        line = node.start_mark.line + 1
+        if id(node) in open_nodes:
+            raise SuiteError(path, _field_path(loc) or None,
+                             "a YAML alias refers to a node that contains it (a recursive structure)", line)
+        open_nodes.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and key.tag != "tag:yaml.org,2002:merge":
+                    if name in first_line:
+                        message = f"duplicate key {name!r} (first on line {first_line[name]}): YAML would silently keep only the last"
+                        raise SuiteError(path, _field_path((*loc, name)), message, key.start_mark.line + 1)
+                    first_line[name] = key.start_mark.line + 1
+                total += size(key, loc) + size(value, (*loc, name))
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, (*loc, i)) for i, item in enumerate(node.value))
+        if total > MAX_YAML_VALUES:
+            message = (f"the YAML expands to more than {MAX_YAML_VALUES:,} values once its aliases are followed "
+                       "(nested aliases?); a suite is far smaller")
+            raise SuiteError(path, _field_path(loc) or None, message, line)
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root, ())
+
+
+def parse_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
+    """``(data, node)``: the document built by the safe loader from its node graph, once that
+    graph has passed :func:`check_node_graph`."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return None, None
+        check_node_graph(node, path)
+        loader = yaml.SafeLoader("")
+        try:
+            return loader.construct_document(node), node
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SuiteError(path, None, f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise SuiteError(path, None, "invalid YAML: nested too deeply") from None
+
+
+def check_finite(data: Any, path: Path, node: yaml.Node | None, loc: tuple = ()) -> None:
+    """A suite's numbers are finite: ``.inf`` and ``.nan`` can neither train nor be recorded."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            check_finite(v, path, node, (*loc, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            check_finite(v, path, node, (*loc, i))
+    elif isinstance(data, float) and not math.isfinite(data):
+        raise SuiteError(path, _field_path(loc) or None, f"must be a finite number, got {data}", _line_of(node, loc))
+
+
 def load_suite(name_or_path: str, *, check_data: bool = True) -> tuple[Suite, Path]:
     """Parse and validate a suite file; imports its ``plugins`` and checks methods and models.
 
@@ -144,21 +242,15 @@ def load_suite(name_or_path: str, *, check_data: bool = True) -> tuple[Suite, Pa
 def read_suite_data(name_or_path: str) -> tuple[Any, Path]:
     """A suite file's raw YAML data, before validation and ``${NAME}`` substitution."""
     path = find_suite(name_or_path)
-    return yaml.safe_load(path.read_text(encoding="utf-8")), path
+    return parse_yaml(_read_text(path), path)[0], path
 
 
 def _load_suite(name_or_path: str, strict_environment: bool) -> tuple[Suite, Path]:
     path = find_suite(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SuiteError(path, None, f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
+    data, node = parse_yaml(_read_text(path), path)
     if not isinstance(data, dict):
         raise SuiteError(path, None, "a suite file is a YAML mapping (name:, methods:, models:, tasks:, seeds:, ...)")
+    check_finite(data, path, node)
     data = expand_environment(data, path, node, strict=strict_environment)
     try:
         suite = Suite.model_validate(data)
@@ -182,10 +274,17 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
     from ..moe.experts import ExpertSpec
 
     for i, module in enumerate(suite.plugins):
+        line = _line_of(node, ("plugins", i))
+        if not _MODULE_NAME.fullmatch(module):
+            message = f"{module!r} is not a module name (dotted Python identifiers, e.g. my_methods)"
+            raise SuiteError(path, f"plugins[{i}]", message, line)
         try:
             load_plugins([module])
         except ImportError as exc:
-            raise SuiteError(path, f"plugins[{i}]", str(exc), _line_of(node, ("plugins", i))) from None
+            raise SuiteError(path, f"plugins[{i}]", str(exc), line) from None
+        except Exception as exc:  # the plugin's own code failed while it was imported
+            message = f"plugin module {module!r} failed while importing: {type(exc).__name__}: {exc}"
+            raise SuiteError(path, f"plugins[{i}]", message, line) from None
     for i, method in enumerate(suite.methods):
         try:
             cls = get_method(method.name)
@@ -204,6 +303,7 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
             field = f"models[{i}].{exc.field}" if exc.field else f"models[{i}].builder"
             loc = ("models", i, *exc.loc) if exc.field else ("models", i, "builder")
             raise SuiteError(path, field, exc.message, _line_of(node, loc)) from None
+    _check_training_length(suite, path, node)
     for i, task in enumerate(suite.tasks):
         needed = TASK_MODEL_KINDS[task.type]
         for model in suite.task_models(task):
@@ -216,8 +316,6 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
                     "list the task's models with `models: [...]`",
                     _line_of(node, ("tasks", i, field)),
                 )
-
-
     for i, task in enumerate(suite.tasks):
         for model in suite.task_models(task):
             parallel = task.parallel or model.parallel
@@ -239,6 +337,30 @@ PARALLEL_TASKS = {
     "fsdp": ("language_modeling", "lm_eval"),
     "device_map": ("lm_eval",),
 }
+
+
+def _check_training_length(suite: Suite, path: Path, node: yaml.Node) -> None:
+    """Where a task's training set size is known before loading it (``train_size()`` of its data),
+    its run's steps must be at most ``MAX_TRAIN_STEPS`` and must cover its ``warmup_steps``."""
+    for i, task in enumerate(suite.tasks):
+        for prefix, owner in (((), task), (("finetune",), getattr(task, "finetune", None))):
+            train = getattr(owner, "train", None)
+            size = getattr(owner, "data", None) and getattr(owner.data, "train_size", lambda: None)()
+            if train is None or not size:
+                continue
+            batches = max(1, size // train.batch_size)
+            steps = math.ceil(train.epochs * batches)
+            where = ("tasks", i, *prefix, "train")
+            if steps > MAX_TRAIN_STEPS:
+                raise SuiteError(path, _field_path((*where, "epochs")),
+                                 f"{train.epochs:g} epochs of {batches:,} batches is {steps:,} training steps, more than the "
+                                 f"{MAX_TRAIN_STEPS:,} a run may take", _line_of(node, (*where, "epochs")))
+            if train.warmup_steps > steps:
+                raise SuiteError(path, _field_path((*where, "warmup_steps")),
+                                 f"{train.warmup_steps} warmup steps, but the run trains for only {steps} steps "
+                                 f"({train.epochs:g} epochs of {batches} batches of {train.batch_size} from {size} examples)",
+                                 _line_of(node, (*where, "warmup_steps")))
+
 
 #: The kind of model (see ``models/registry.py``) each task type runs on.
 TASK_MODEL_KINDS = {

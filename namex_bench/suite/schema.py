@@ -27,16 +27,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from ..runner.records import check_folder_name
 
 from ..data.paths import require_dir
 
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
+#: Sanity limits on training length: a typo (``epochs: 1e12``) must not start a run that never ends.
+MAX_EPOCHS = 10_000
+MAX_TRAIN_STEPS = 10_000_000
+MAX_SEED = 2**32 - 1
+
+
+def _seed(value: Any) -> Any:
+    """Seeds are integers 0…2³²−1 (what NumPy's legacy seeding takes), never booleans."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"a seed is an integer from 0 to {MAX_SEED}, got {value!r}")
+    return value
+
+
+Seed = Annotated[int, BeforeValidator(_seed)]
+#: An Adam beta: in [0, 1).
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MethodEntry(Strict):
@@ -74,6 +93,12 @@ class Mnist5kData(Strict):
     """The 5,000 real MNIST digits shipped in a pinned archive (offline; fixed 4000/1000 split)."""
 
     source: Literal["mnist5k"]
+
+    def train_size(self) -> int:
+        """Training examples (known without loading the data; ``--limit`` aside)."""
+        from ..data.mnist5k import NUM_CLASSES, TRAIN_PER_CLASS
+
+        return NUM_CLASSES * TRAIN_PER_CLASS
 
 
 class ImagePreprocessing(Strict):
@@ -116,16 +141,18 @@ ImageData = Annotated[Union[Mnist5kData, ImageFolderData, HFImageData], Field(di
 
 
 class TrainConfig(Strict):
-    """AdamW with linear warmup then cosine decay, gradient clipping; ``epochs: 0`` evaluates only."""
+    """AdamW with linear warmup then cosine decay, gradient clipping; ``epochs: 0`` evaluates only.
+    Where the training set's size is known before loading it, the loader also checks that the run's
+    steps (``ceil(epochs · ⌊n / batch_size⌋)``) are at most :data:`MAX_TRAIN_STEPS` and cover ``warmup_steps``."""
 
-    epochs: NonNegativeFloat = 1
+    epochs: Annotated[float, Field(ge=0, le=MAX_EPOCHS)] = 1
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
     weight_decay: NonNegativeFloat = 0.05
     warmup_steps: NonNegativeInt = 0
     grad_clip: PositiveFloat | None = 1.0
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
 
 
 class CorruptionEval(Strict):
@@ -140,7 +167,7 @@ class CorruptionEval(Strict):
 
     corruptions: Literal["all", "benchmark"] | list[str] = "all"
     severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
-    seed: NonNegativeInt = 0
+    seed: Seed = 0
     images: PositiveInt | None = None
     root: Path | None = None
     alexnet: bool = False
@@ -227,6 +254,10 @@ class RottenTomatoesData(TextData):
 
     source: Literal["rotten_tomatoes"]
     sst2: bool = True
+
+    def train_size(self) -> int | None:
+        """Training examples when ``train_examples`` fixes them (``--limit`` aside), else unknown before loading."""
+        return self.train_examples
 
 
 class HubDatasetCopy(Strict):
@@ -377,9 +408,9 @@ class Runtime(Strict):
 
 
 class Suite(Strict):
-    name: str
+    name: str  # a plain identifier: it names the results folder
     description: str = ""
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     runtime: Runtime = Field(default_factory=Runtime)
@@ -389,6 +420,11 @@ class Suite(Strict):
     models: list[ModelEntry] = Field(min_length=1)
     tasks: list[Task] = Field(min_length=1)
     cluster: ClusterDefaults = Field(default_factory=ClusterDefaults)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        return check_folder_name(name)
 
     @field_validator("seeds")
     @classmethod

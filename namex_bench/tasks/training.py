@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from ..models.moe_model import MoEModel
 from ..models.registry import get_builder
 from ..progress import progress
-from ..suite.schema import MethodEntry, ModelEntry, TrainConfig
+from ..suite.schema import MAX_TRAIN_STEPS, MethodEntry, ModelEntry, TrainConfig
 from . import distributed
 
 
@@ -101,6 +101,9 @@ def train(
     arguments; ``loss_fn(model output, targets)`` (computed in float32 or wider). Under
     ``torchrun``, ``parallel`` is ``ddp`` or ``fsdp`` (:func:`distributed.wrap`)."""
     total = math.ceil(cfg.epochs * len(loader)) if cfg.epochs > 0 else 0
+    if total > MAX_TRAIN_STEPS:
+        raise ValueError(f"train.epochs: {cfg.epochs:g} epochs of {len(loader):,} batches is {total:,} training steps, "
+                         f"more than the {MAX_TRAIN_STEPS:,} a run may take")
     if total == 0:
         return TrainResult(0, 0.0, 0.0, float("nan"), float("nan"))
     net = distributed.wrap(model, parallel)

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .precision import LOW_PRECISION, at_least_float32, compute_dtype, full_precision
+
 ExpertParams = dict[str, Tensor]
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -125,7 +127,27 @@ def check_params(spec: ExpertSpec, params: ExpertParams, leading: int, what: str
             raise ValueError(f"{what}: parameter {name!r} has shape {got}, expected (*{leading} axes, {', '.join(map(str, shape))})")
 
 
-def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
+@dataclass(frozen=True)
+class MergedExperts:
+    """One merged expert per group held as ``Ê_g = center + delta_g``.
+
+    ``center`` (no group axis) is the point the merge is taken around — the base expert
+    ``E_m`` of the CAMEx family, the experts' mean for SMEAR-style merges; ``delta``
+    (``[G, ...]``, float32 or wider) is each group's difference from it. :func:`ffn`
+    applies the two parts separately where the matmuls run in a narrower type than the
+    weights, so that the narrow type rounds ``delta`` at its own scale and not at the
+    center's (see ``moe/precision.py``).
+    """
+
+    center: ExpertParams
+    delta: ExpertParams
+
+    def materialise(self) -> ExpertParams:
+        """``center + delta_g`` for every group: ``name → [G, ...]``."""
+        return {name: self.center[name] + d for name, d in self.delta.items()}
+
+
+def ffn(x: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec) -> Tensor:
     """Apply one FFN per group: ``x [G, L, d]`` with ``params [G, ...]`` → ``[G, L, d]``.
 
     For an ``mlp`` expert, ``y = act(x W_inᵀ + b_in) W_outᵀ + b_out``; for ``glu``,
@@ -136,7 +158,18 @@ def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     into the merge without a copy of ``G`` weight sets (that copy was 10% of a SMEAR
     layer's forward+backward at B = 8 and 24% at B = 64 on a CPU, ``bench layers``).
     The token-sized transposes are views.
+
+    :class:`MergedExperts` are applied as one set of weights ``center + delta_g`` when
+    the matmuls run in the weights' precision, and as ``x Wᵀ = x W_centerᵀ + x Δ_gᵀ``
+    (one shared matmul plus one batched matmul per weight) when they run in bf16/fp16
+    (autocast, or a bf16 model): the same function, rounded at the scale of each part.
     """
+    if isinstance(params, MergedExperts):
+        dtype = compute_dtype(x)
+        if dtype not in LOW_PRECISION:
+            params = params.materialise()
+        else:
+            return _center_plus_delta_ffn(x.to(dtype), params, spec, dtype)
     act = ACTIVATIONS[spec.activation]
 
     def linear_t(inp_t: Tensor, name: str) -> Tensor:
@@ -151,6 +184,23 @@ def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     return linear_t(act(linear_t(x_t, "_gate")) * linear_t(x_t, "_up"), "_down").transpose(1, 2)
 
 
+def _center_plus_delta_ffn(x: Tensor, merged: MergedExperts, spec: ExpertSpec, dtype: torch.dtype) -> Tensor:
+    """:func:`ffn` of ``center + delta_g`` with every linear map split: ``F.linear(x, W_c, b_c) + x Δ_gᵀ + Δb_g``."""
+    act = ACTIVATIONS[spec.activation]
+
+    def linear(inp: Tensor, name: str) -> Tensor:
+        center_bias, delta_bias = merged.center.get("b" + name), merged.delta.get("b" + name)
+        out = F.linear(inp, merged.center["w" + name].to(dtype), None if center_bias is None else center_bias.to(dtype))
+        delta = merged.delta["w" + name].to(dtype).transpose(1, 2)
+        if delta_bias is None:
+            return out + torch.bmm(inp, delta)
+        return out + torch.baddbmm(delta_bias.to(dtype).unsqueeze(1), inp, delta)
+
+    if spec.kind == "mlp":
+        return linear(act(linear(x, "_in")), "_out")
+    return linear(act(linear(x, "_gate")) * linear(x, "_up"), "_down")
+
+
 def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     """Apply a single expert (no expert axis) to ``x [..., d]``: the same FFN as :func:`ffn`."""
     act = ACTIVATIONS[spec.activation]
@@ -163,19 +213,33 @@ def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     return linear(act(linear(x, "_gate")) * linear(x, "_up"), "_down")
 
 
-def weighted_sum(weights: Tensor, params: ExpertParams, offset: ExpertParams | None = None) -> ExpertParams:
-    """``out_g = offset + Σ_i weights[g, i] · params_i`` for every parameter: ``[G, N] × [N, ...] → [G, ...]``.
+def weighted_sum(weights: Tensor, params: ExpertParams) -> ExpertParams:
+    """``out_g = Σ_i weights[g, i] · params_i`` for every parameter: ``[G, N] × [N, ...] → [G, ...]``.
 
-    ``offset`` (no leading axis; default 0) is added inside the same matmul (``addmm``),
-    not as a further pass over the ``G`` merged weight sets.
+    Computed with autocast off, in float32 or wider whatever the parameters' dtype.
     """
     out = {}
-    for name, p in params.items():
-        flat = p.reshape(p.shape[0], -1)
-        w = weights.to(flat.dtype)
-        merged = w @ flat if offset is None else torch.addmm(offset[name].reshape(1, -1).to(flat.dtype), w, flat)
-        out[name] = merged.reshape(weights.shape[0], *p.shape[1:])
+    with full_precision(weights):
+        for name, p in params.items():
+            flat = at_least_float32(p.reshape(p.shape[0], -1))
+            out[name] = (weights.to(flat.dtype) @ flat).reshape(weights.shape[0], *p.shape[1:])
     return out
+
+
+def merge_around(center: ExpertParams, weights: Tensor, deltas: ExpertParams) -> MergedExperts:
+    """``Ê_g = center + Σ_i weights[g, i] · deltas_i``, the sum in float32 or wider (:func:`weighted_sum`)."""
+    return MergedExperts(center, weighted_sum(weights, deltas))
+
+
+def soft_merge(weights: Tensor, params: ExpertParams) -> MergedExperts:
+    """``Ē_g = Σ_i weights[g, i] · E_i`` for weights whose rows sum to 1, held around the experts' mean.
+
+    ``Ē_g = θ̄ + Σ_i w_gi (E_i − θ̄)`` with ``θ̄ = (1/N) Σ_i E_i``: the same expert, with its
+    difference from the mean kept apart (:class:`MergedExperts`) — for upcycled experts,
+    copies of one dense FFN plus small differences, that difference is all the merge adds.
+    """
+    center = {name: at_least_float32(p).mean(0) for name, p in params.items()}
+    return merge_around(center, weights, {name: at_least_float32(p) - center[name] for name, p in params.items()})
 
 
 def gram(params: ExpertParams) -> Tensor:

@@ -12,14 +12,13 @@ every run together (data parallel) and only rank 0 writes.
 from __future__ import annotations
 
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..device import autocast_dtype, resolve_device
+from ..device import autocast_dtype, precision_config, resolve_device
 from ..suite.expand import RunSpec, expand, shard
 from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
@@ -37,7 +36,10 @@ class RunSummary:
 
 
 def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
-    """Execute one run and return its record (status "failed" with the error if it raised)."""
+    """Execute one run and return its record (status "failed" with the error if it raised).
+
+    Under torchrun every rank returns the same status: a run that raised on any rank failed
+    on all, with that rank's error (``distributed.agreed_error``)."""
     record = {
         "schema": SCHEMA_VERSION,
         "key": run.key,
@@ -48,12 +50,16 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         "environment": describe_environment(ctx.device, distributed.world_size()),
     }
     start = time.perf_counter()
+    result, raised = None, None
     try:
         result = task_runner(run.task.type)(run.task, run.model, run.method, run.seed, ctx)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded, and the suite goes on
-        record.update(status="failed", error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()})
+        raised = exc
+    error = distributed.agreed_error(raised)
+    if error is not None:
+        record.update(status="failed", error=error)
         record["timings"] = {"total_s": time.perf_counter() - start}
         return record
     record.update(
@@ -84,7 +90,7 @@ def run_suite(
     torch_device = distributed.local_device(torch_device)
     ctx = RunContext(torch_device, autocast_dtype(torch_device, suite.precision), limit)
 
-    runs = expand(suite, limit)
+    runs = expand(suite, limit, precision_config(torch_device, ctx.autocast_dtype))
     if shard_spec is not None:
         runs = shard(runs, *shard_spec)
     folder = results_folder(suite.name, limit)

@@ -1,10 +1,14 @@
 """The training loop every task shares.
 
 AdamW (weight decay on matrices only), linear warmup then cosine decay to
-``min_lr_ratio · lr``, gradient-norm clipping, bf16 autocast where the device supports
-it, the MoE auxiliary loss added to the task loss, and a non-finite loss stopping the
-run with an error (the runner records it as failed). Under ``torchrun`` the model is
-wrapped in DDP and every rank sees its own shard of each batch.
+``min_lr_ratio · lr``, gradient-norm clipping, the run's autocast precision (bf16 where
+the device supports it; fp16 with a dynamic loss scale), the MoE auxiliary loss added to
+the task loss, and a non-finite loss stopping the run with an error (the runner records
+it as failed). Weights and optimiser state are float32: a model loaded in bf16/fp16 (a
+pretrained LLM's checkpoint dtype) is converted to float32 master weights before the
+first step, since AdamW's updates on bf16 weights would round away every step smaller
+than 2⁻⁸ of a weight. Under ``torchrun`` the model is wrapped in DDP and every rank sees
+its own shard of each batch.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..models.moe_model import MoEModel
 from ..models.registry import get_builder
+from ..moe.precision import LOW_PRECISION
 from ..suite.schema import MethodEntry, ModelEntry, TrainConfig
 from . import distributed
 
@@ -94,15 +99,18 @@ def train(
     autocast_dtype: torch.dtype | None,
     desc: str = "train",
 ) -> TrainResult:
-    """Train ``model`` in place for ``cfg.epochs`` passes over ``loader``.
+    """Train ``model`` in place (as float32 master weights) for ``cfg.epochs`` passes over ``loader``.
 
     ``loader`` yields ``(inputs, targets)``: ``inputs`` a tensor, or a dict passed as keyword
     arguments; ``loss_fn(model output, targets)`` (computed in float32 or wider)."""
     total = math.ceil(cfg.epochs * len(loader)) if cfg.epochs > 0 else 0
     if total == 0:
         return TrainResult(0, 0.0, 0.0, float("nan"), float("nan"))
+    if any(p.dtype in LOW_PRECISION for p in model.parameters()):
+        model.float()  # float32 master weights (module docstring)
     net = distributed.wrap(model)
     optimizer = make_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     model.train()
     step, losses, aux_losses = 0, [], []
     start = time.perf_counter()
@@ -128,10 +136,12 @@ def train(
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"non-finite training loss ({value}) at step {step} of {total}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             losses.append(task_value)
             aux_losses.append(aux_value)
             step += 1

@@ -86,11 +86,13 @@ def test_bf16_merge_of_experts_one_percent_apart_keeps_their_difference_from_the
     exact = merge()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = merge()
+        low_deltas = low.deltas()
+    exact_deltas, center = exact.deltas(), exact.center()
     for name in ("w_in", "w_out"):  # upcycling noise is on the weights; the biases stay copies
-        delta = exact.delta[name].detach()
-        assert delta.dtype == low.delta[name].dtype == torch.float32 and delta.abs().max() > 0
-        assert relative(low.delta[name].detach().to(torch.bfloat16), delta) <= BF16_EPS, name
-        rounded = exact.materialise()[name].detach().to(torch.bfloat16).float() - exact.center[name].detach().to(torch.bfloat16).float()
+        delta = exact_deltas[name].detach()
+        assert delta.dtype == low_deltas[name].dtype == torch.float32 and delta.abs().max() > 0
+        assert relative(low_deltas[name].to(torch.bfloat16), delta) <= BF16_EPS, name
+        rounded = exact.materialise()[name].to(torch.bfloat16).float() - center[name].to(torch.bfloat16).float()
         assert relative(rounded, delta) > 0.2, name
 
     # applied as center + delta, the FFN's output is as close to float32 as a dense FFN's
@@ -102,7 +104,7 @@ def test_bf16_merge_of_experts_one_percent_apart_keeps_their_difference_from_the
 
 
 def test_merged_experts_in_float32_are_one_set_of_weights():
-    """Outside low precision the merged expert is applied as ``center + delta`` materialised."""
+    """Outside low precision the merged expert is applied materialised, as one set of weights."""
     layer = upcycled_layer("smear", relative_difference=0.5)
     merged = soft_merge(torch.softmax(torch.randn(3, 4), -1), layer.experts.params())
     x = torch.randn(3, 5, 64)

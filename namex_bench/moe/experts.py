@@ -129,22 +129,38 @@ def check_params(spec: ExpertSpec, params: ExpertParams, leading: int, what: str
 
 @dataclass(frozen=True)
 class MergedExperts:
-    """One merged expert per group held as ``Ê_g = center + delta_g``.
+    """One merged expert per group, ``Ê_g = center + delta_g``, kept apart as its center and delta.
 
-    ``center`` (no group axis) is the point the merge is taken around — the base expert
-    ``E_m`` of the CAMEx family, the experts' mean for SMEAR-style merges; ``delta``
-    (``[G, ...]``, float32 or wider) is each group's difference from it. :func:`ffn`
-    applies the two parts separately where the matmuls run in a narrower type than the
-    weights, so that the narrow type rounds ``delta`` at its own scale and not at the
-    center's (see ``moe/precision.py``).
+    ``Ê_g = base + Σ_i weights[g, i] · terms_i`` around a ``base`` (the CAMEx family:
+    ``terms`` are the curvature-aware domain vectors); or, with ``base=None``,
+    ``Ê_g = Σ_i weights[g, i] · terms_i`` with rows of ``weights`` summing to 1 (SMEAR-style:
+    ``terms`` are the experts), whose center is the experts' mean. :func:`ffn` applies the
+    expert materialised where its matmuls run in the weights' precision, and as center and
+    delta separately where they run narrower (bf16/fp16), so that the narrow type rounds
+    each group's difference from the center at its own scale, not at the weights' (see
+    ``moe/precision.py``). Every part is computed in float32 or wider.
     """
 
-    center: ExpertParams
-    delta: ExpertParams
+    weights: Tensor  # [G, N]
+    terms: ExpertParams  # [N, ...]
+    base: ExpertParams | None = None  # no expert axis
 
     def materialise(self) -> ExpertParams:
-        """``center + delta_g`` for every group: ``name → [G, ...]``."""
-        return {name: self.center[name] + d for name, d in self.delta.items()}
+        """``Ê_g`` for every group: ``name → [G, ...]``."""
+        return weighted_sum(self.weights, self.terms, offset=self.base)
+
+    def center(self) -> ExpertParams:
+        """The point the merge is taken around: the base, or the experts' mean."""
+        if self.base is not None:
+            return self.base
+        return {name: at_least_float32(t).mean(0) for name, t in self.terms.items()}
+
+    def deltas(self, center: ExpertParams | None = None) -> ExpertParams:
+        """``Ê_g − center`` for every group: ``name → [G, ...]`` (``center``: :meth:`center`, if already at hand)."""
+        merged = weighted_sum(self.weights, self.terms)
+        if self.base is not None:
+            return merged
+        return {name: merged[name] - c for name, c in (center or self.center()).items()}
 
 
 def ffn(x: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec) -> Tensor:
@@ -187,11 +203,13 @@ def ffn(x: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec) -> Te
 def _center_plus_delta_ffn(x: Tensor, merged: MergedExperts, spec: ExpertSpec, dtype: torch.dtype) -> Tensor:
     """:func:`ffn` of ``center + delta_g`` with every linear map split: ``F.linear(x, W_c, b_c) + x Δ_gᵀ + Δb_g``."""
     act = ACTIVATIONS[spec.activation]
+    center = merged.center()
+    deltas = merged.deltas(center)
 
     def linear(inp: Tensor, name: str) -> Tensor:
-        center_bias, delta_bias = merged.center.get("b" + name), merged.delta.get("b" + name)
-        out = F.linear(inp, merged.center["w" + name].to(dtype), None if center_bias is None else center_bias.to(dtype))
-        delta = merged.delta["w" + name].to(dtype).transpose(1, 2)
+        center_bias, delta_bias = center.get("b" + name), deltas.get("b" + name)
+        out = F.linear(inp, center["w" + name].to(dtype), None if center_bias is None else center_bias.to(dtype))
+        delta = deltas["w" + name].to(dtype).transpose(1, 2)
         if delta_bias is None:
             return out + torch.bmm(inp, delta)
         return out + torch.baddbmm(delta_bias.to(dtype).unsqueeze(1), inp, delta)
@@ -213,33 +231,34 @@ def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     return linear(act(linear(x, "_gate")) * linear(x, "_up"), "_down")
 
 
-def weighted_sum(weights: Tensor, params: ExpertParams) -> ExpertParams:
-    """``out_g = Σ_i weights[g, i] · params_i`` for every parameter: ``[G, N] × [N, ...] → [G, ...]``.
+def weighted_sum(weights: Tensor, params: ExpertParams, offset: ExpertParams | None = None) -> ExpertParams:
+    """``out_g = offset + Σ_i weights[g, i] · params_i`` for every parameter: ``[G, N] × [N, ...] → [G, ...]``.
 
     Computed with autocast off, in float32 or wider whatever the parameters' dtype.
+    ``offset`` (no leading axis; default 0) is added inside the same matmul (``addmm``),
+    not as a further pass over the ``G`` merged weight sets.
     """
     out = {}
     with full_precision(weights):
         for name, p in params.items():
             flat = at_least_float32(p.reshape(p.shape[0], -1))
-            out[name] = (weights.to(flat.dtype) @ flat).reshape(weights.shape[0], *p.shape[1:])
+            w = weights.to(flat.dtype)
+            merged = w @ flat if offset is None else torch.addmm(offset[name].reshape(1, -1).to(flat.dtype), w, flat)
+            out[name] = merged.reshape(weights.shape[0], *p.shape[1:])
     return out
 
 
-def merge_around(center: ExpertParams, weights: Tensor, deltas: ExpertParams) -> MergedExperts:
-    """``Ê_g = center + Σ_i weights[g, i] · deltas_i``, the sum in float32 or wider (:func:`weighted_sum`)."""
-    return MergedExperts(center, weighted_sum(weights, deltas))
+def merge_around(base: ExpertParams, weights: Tensor, deltas: ExpertParams) -> MergedExperts:
+    """``Ê_g = base + Σ_i weights[g, i] · deltas_i``, applied by :func:`ffn` (see :class:`MergedExperts`)."""
+    return MergedExperts(weights, deltas, base)
 
 
 def soft_merge(weights: Tensor, params: ExpertParams) -> MergedExperts:
-    """``Ē_g = Σ_i weights[g, i] · E_i`` for weights whose rows sum to 1, held around the experts' mean.
-
-    ``Ē_g = θ̄ + Σ_i w_gi (E_i − θ̄)`` with ``θ̄ = (1/N) Σ_i E_i``: the same expert, with its
-    difference from the mean kept apart (:class:`MergedExperts`) — for upcycled experts,
-    copies of one dense FFN plus small differences, that difference is all the merge adds.
-    """
-    center = {name: at_least_float32(p).mean(0) for name, p in params.items()}
-    return merge_around(center, weights, {name: at_least_float32(p) - center[name] for name, p in params.items()})
+    """``Ē_g = Σ_i weights[g, i] · E_i`` for weights whose rows sum to 1, applied by :func:`ffn`
+    around the experts' mean ``θ̄`` (``Ē_g = θ̄ + (Ē_g − θ̄)``, see :class:`MergedExperts`): for
+    upcycled experts, copies of one dense FFN plus small differences, that difference is all
+    the merge adds."""
+    return MergedExperts(weights, params)
 
 
 def gram(params: ExpertParams) -> Tensor:

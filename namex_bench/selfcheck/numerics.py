@@ -14,7 +14,7 @@ autocast; every figure is a relative error against the float32 pass:
   with ``δ_lp`` rounded to the compute type (the worst layer; methods that do not merge,
   or hand their FFN plain weights, have none);
 * ``router``, ``experts``, ``base``, ``method`` — the gradients of each group of
-  parameters, ``‖g_lp − g_32‖ / ‖g_32‖``; for the base expert and the method's own
+  parameters, ``‖g_lp − g_32‖ / ‖g_32‖`` (the worst layer); for the base expert and the method's own
   parameters (curvature) the denominator is at least the experts' gradient norm, since
   their exact gradient can be zero (with identity curvature the base cancels from the
   merge, and in bf16 it then gets rounding noise instead of 0).
@@ -33,9 +33,9 @@ magnitude, so its rounding is ~100× larger relative to it (:data:`OUTPUT_SPACE_
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -172,25 +172,26 @@ def merge_error(low: list, full: list, dtype: torch.dtype) -> float | None:
     for lp, fp in zip(low, full):
         if not (isinstance(lp, MergedExperts) and isinstance(fp, MergedExperts)):
             return None
-        applied = torch.cat([d.to(dtype).float().flatten() for d in lp.delta.values()])
-        exact = torch.cat([d.float().flatten() for d in fp.delta.values()])
+        applied = torch.cat([d.detach().to(dtype).float().flatten() for d in lp.deltas().values()])
+        exact = torch.cat([d.detach().float().flatten() for d in fp.deltas().values()])
         errors.append(_relative(applied, exact))
     return max(errors) if errors else None
 
 
 def gradient_errors(low: dict[str, Tensor], full: dict[str, Tensor]) -> dict[str, float]:
-    """Per group of parameters (router, experts, base, method): the relative error of the
-    concatenated gradients; base and method relative to at least the experts' gradient norm."""
-    experts_norm = _norm([g for name, g in full.items() if _group(name) == "experts"])
-    errors = {}
-    for group in GRADIENT_GROUPS:
-        names = [name for name in full if _group(name) == group]
-        if not names:
-            continue
-        diff = _norm([low[n].float() - full[n].float() if n in low else full[n].float() for n in names])
-        exact = _norm([full[n] for n in names])
-        floor = experts_norm if group in ("base", "method") else 0.0
-        errors[group] = diff / max(exact, floor, 1e-30)
+    """Per group of parameters (router, experts, base, method): the worst layer's relative error
+    of the group's gradients; base and method relative to at least that layer's experts' gradient norm."""
+    errors: dict[str, float] = {}
+    for layer in sorted({name.split(".")[0] for name in full}):
+        names = [name for name in full if name.split(".")[0] == layer]
+        experts_norm = _norm([full[n] for n in names if _group(n) == "experts"])
+        for group in GRADIENT_GROUPS:
+            members = [n for n in names if _group(n) == group]
+            if not members:
+                continue
+            diff = _norm([low[n].float() - full[n].float() if n in low else full[n].float() for n in members])
+            floor = experts_norm if group in ("base", "method") else 0.0
+            errors[group] = max(errors.get(group, 0.0), diff / max(_norm([full[n] for n in members]), floor, 1e-30))
     return errors
 
 

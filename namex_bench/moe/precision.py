@@ -2,8 +2,8 @@
 
 Under autocast (bf16, fp16) the matmuls of a merged expert would see its weights rounded
 in the narrow type at the scale of the weights themselves — for experts that differ
-from their base by 1%, half of that difference (the whole signal of a merging method)
-is lost. So the merge is computed with autocast off, in float32 or wider
+from their base by 1%, a third or more of that difference (the whole signal of a
+merging method) is lost. So the merge is computed with autocast off, in float32 or wider
 (:func:`at_least_float32`), and the merged expert enters the matmuls as
 ``center + delta`` (``moe/experts.py``), each part rounded at its own scale.
 """

@@ -107,7 +107,7 @@ def _precision(records: Iterable[Record], what: str) -> str:
     """The precision of the records, in words; records of different precisions are an error."""
     from ..device import describe_precision
 
-    configs = {json.dumps((r.get("config") or {}).get("precision"), sort_keys=True): r for r in records}
+    configs = {json.dumps((r.get("config") or {}).get("precision"), sort_keys=True) for r in records}
     if len(configs) > 1:
         found = sorted(describe_precision(json.loads(c)) for c in configs)
         raise ValueError(

@@ -289,3 +289,23 @@ def test_the_corruption_cache_is_filled_once_under_two_processes(tmp_path):
     assert entries == wanted  # each entry once, all by rank 0
     records = read_records(tmp_path / "ddp", "tiny-limit64")
     assert len(records) == 2 and all(r["status"] == "ok" and len(r["cells"]["corruptions"]) == 4 for r in records)
+
+
+def test_gpu_loaders_have_workers_pinned_memory_and_persistent_workers_and_cpu_loaders_load_in_process(monkeypatch):
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from namex_bench.tasks import distributed
+
+    data = TensorDataset(torch.arange(64.0).unsqueeze(1), torch.zeros(64, dtype=torch.long))
+    cpu = distributed.train_loader(data, 16, seed=0, device=torch.device("cpu"))
+    assert (cpu.num_workers, cpu.pin_memory, cpu.persistent_workers) == (0, False, False)  # as before
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 16)
+    gpu = distributed.loader_options(torch.device("cuda"), seed=0, persistent=True)
+    assert (gpu["num_workers"], gpu["pin_memory"], gpu["persistent_workers"]) == (2, True, True)
+    assert distributed.loader_options(torch.device("cuda"))["persistent_workers"] is False  # evaluation: one pass
+    # worker processes load the same batches in the same order (pinning needs a GPU: left out here)
+    workers = DataLoader(data, batch_size=16, sampler=cpu.sampler, drop_last=True, num_workers=2,
+                         persistent_workers=True, generator=gpu["generator"])
+    assert [x.flatten().tolist() for x, _ in workers] == [x.flatten().tolist() for x, _ in cpu]

@@ -23,6 +23,7 @@ from namex_bench.moe.router import Router
 from namex_bench.moe.upcycle import upcycle
 from namex_bench.runner.records import read_records
 from namex_bench.selfcheck import numerics
+from namex_bench.selfcheck.checks import write_tiny_suite
 from namex_bench.suite.expand import expand, machine_precision
 from namex_bench.suite.loader import load_suite
 
@@ -134,33 +135,16 @@ def test_router_logits_are_float32_whatever_autocast_says():
 
 # --------------------------------------------------------------- precision in records and keys
 
-SUITE = """\
-name: tiny
-seeds: [0]
-device: cpu
-precision: {precision}
-reference: smear
-methods:
-{methods}
-models:
-  - name: vit_tiny
-    builder: vit_moe
-    params: {{patch_size: 14, embed_dim: 16, depth: 3, num_heads: 2, mlp_ratio: 2.0, moe_blocks: every, num_experts: 4}}
-tasks:
-  - name: mnist
-    type: image_classification
-    data: {{source: mnist5k}}
-    train: {{epochs: 1, batch_size: 16, lr: 1.0e-3}}
-"""
+FOLDER = "selfcheck-limit32"
 
 
-def write_suite(path, precision="fp32", methods=("smear", "namex")):
-    path.write_text(SUITE.format(precision=precision, methods="\n".join(f"  - name: {m}" for m in methods)))
-    return path
+def write_suite(folder, precision="fp32", methods=("smear", "namex")):
+    """The selfcheck's tiny suite (``selfcheck/checks.py``): a 3-block ViT-MoE, one epoch of MNIST."""
+    return write_tiny_suite(folder, "cpu", precision, methods)
 
 
 def test_the_precision_is_part_of_every_run_key_and_resolves_the_same_twice(tmp_path):
-    suite, _ = load_suite(str(write_suite(tmp_path / "tiny.yaml")))
+    suite, _ = load_suite(str(write_suite(tmp_path)))
     cpu = torch.device("cpu")
     fp32, bf16 = precision_config(cpu, None), precision_config(cpu, torch.bfloat16)
     assert fp32 == {"autocast": None, "float32_matmul": "highest"} and bf16["autocast"] == "bfloat16"
@@ -181,30 +165,30 @@ def test_a_bf16_suite_runs_every_method_on_the_cpu_and_is_never_taken_for_float3
     table of the two never mixes them."""
     methods = tuple(sorted(available_methods()))
     results = tmp_path / "results"
-    fp32 = write_suite(tmp_path / "tiny.yaml", "fp32", ("smear", "smoe"))
+    fp32 = write_suite(tmp_path, "fp32", ("smear", "smoe"))
     assert main(["run", str(fp32), "--results", str(results), "--limit", "32", "--no-report"]) == 0
-    before = {r["name"]: r for r in read_records(results, "tiny-limit32")}
+    before = {r["name"]: r for r in read_records(results, FOLDER)}
     assert {r["config"]["precision"]["autocast"] for r in before.values()} == {None}
 
-    bf16 = write_suite(tmp_path / "tiny.yaml", "bf16", methods)
+    bf16 = write_suite(tmp_path, "bf16", methods)
     capsys.readouterr()
     assert main(["run", str(bf16), "--results", str(results), "--limit", "32"]) == 0
     assert f"{len(methods)} runs finished, 0 already done, 0 failed" in capsys.readouterr().out
-    after = {r["name"]: r for r in read_records(results, "tiny-limit32")}
+    after = {r["name"]: r for r in read_records(results, FOLDER)}
     assert len(after) == len(methods) and all(r["status"] == "ok" for r in after.values())
     assert all(r["config"]["precision"] == {"autocast": "bfloat16", "float32_matmul": "highest"} for r in after.values())
     for name, old in before.items():  # another precision is another run: redone, not skipped
         assert after[name]["key"] != old["key"]
-        assert json.loads((results / "tiny-limit32" / "runs" / "superseded" / f"{old['key']}.json").read_text())["key"] == old["key"]
-    board = (results / "tiny-limit32" / "leaderboard.md").read_text()
+        assert json.loads((results / FOLDER / "runs" / "superseded" / f"{old['key']}.json").read_text())["key"] == old["key"]
+    board = (results / FOLDER / "leaderboard.md").read_text()
     assert "Precision: bf16 autocast." in board
 
     # a float32 record among bf16 ones: the report refuses to rank them together
     old = before["smoe/vit_tiny/mnist/seed0"]
-    (results / "tiny-limit32" / "runs" / f"{old['key']}.json").write_text(json.dumps({**old, "name": "smoe-fp32"}))
+    (results / FOLDER / "runs" / f"{old['key']}.json").write_text(json.dumps({**old, "name": "smoe-fp32"}))
     moved = after["smoe/vit_tiny/mnist/seed0"]
-    (results / "tiny-limit32" / "runs" / f"{moved['key']}.json").unlink()
-    assert main(["report", "tiny-limit32", "--results", str(results)]) == 2
+    (results / FOLDER / "runs" / f"{moved['key']}.json").unlink()
+    assert main(["report", FOLDER, "--results", str(results)]) == 2
     assert "were computed in different precisions (bf16 autocast; float32)" in capsys.readouterr().err
 
 

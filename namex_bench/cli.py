@@ -8,6 +8,7 @@
     namex-bench list methods            every registered merging method
     namex-bench bench layers [...]      forward+backward time per method vs a dense FFN
     namex-bench bench nbs [...]         nash_bargaining vs the Nash-MTL reference (cvxpy/ECOS)
+    namex-bench selfcheck [--device D]  the first thing to run on a new machine: a pass/fail table
 """
 
 from __future__ import annotations
@@ -29,18 +30,24 @@ class UsageError(Exception):
 
 def _cmd_validate(args: argparse.Namespace) -> None:
     from .data.paths import without_data_checks
-    from .suite.expand import expand
+    from .device import describe_precision
+    from .suite.expand import expand, machine_precision
     from .suite.loader import load_suite, read_suite_data
     from .suite.requirements import data_paths, environment_variables
 
     suite, path = load_suite(args.suite, check_data=not args.no_data)
+    try:  # a GPU suite validates on a laptop too
+        precision = machine_precision(suite)
+        here = f"on this machine its runs compute in {describe_precision(precision)}"
+    except ValueError as exc:
+        precision, here = {"unresolved": suite.precision}, f"it cannot run on this machine ({exc})"
     with without_data_checks() if args.no_data else contextlib.nullcontext():
-        runs = expand(suite)
+        runs = expand(suite, precision=precision)
         paths = data_paths(suite)
     pairs = sum(len(suite.task_models(t)) for t in suite.tasks)
     print(
         f"{path}: OK{' (data not checked)' if args.no_data else ''} — {len(suite.methods)} methods × {pairs} task/model pairs "
-        f"({len(suite.tasks)} tasks, {len(suite.models)} models) × {len(suite.seeds)} seeds = {len(runs)} runs"
+        f"({len(suite.tasks)} tasks, {len(suite.models)} models) × {len(suite.seeds)} seeds = {len(runs)} runs; {here}"
     )
     variables = environment_variables(read_suite_data(args.suite)[0])
     if variables:
@@ -272,17 +279,12 @@ def _print_rows(rows: list[dict], setup: str, json_path: str | None) -> None:
 def _cmd_bench_layers(args: argparse.Namespace) -> None:
     from .bench.layers import LayerBenchConfig, run_layer_bench
     from .device import autocast_dtype, resolve_device
-    from .methods.registry import UnknownMethodError, get_method
 
-    for name in args.methods or ():
-        try:
-            get_method(name)
-        except UnknownMethodError as exc:
-            raise UsageError(f"--methods: {exc}") from None
+    methods = _check_methods(args.methods, "--methods")
     device = resolve_device(args.device)
     cfg = LayerBenchConfig(
         batch=args.batch, seq_len=args.seq_len, d_model=args.d_model, d_hidden=args.d_hidden,
-        experts=args.experts, kind=args.kind, methods=tuple(args.methods or ()), repeats=args.repeats,
+        experts=args.experts, kind=args.kind, methods=methods, repeats=args.repeats,
         warmup=args.warmup,
     )
     rows, setup = run_layer_bench(cfg, device, autocast_dtype(device, args.precision))
@@ -312,6 +314,37 @@ def _cmd_bench_corruptions(args: argparse.Namespace) -> None:
         raise UsageError(f"--names: unknown corruption(s) {', '.join(unknown)}; known: {', '.join(ALL_CORRUPTIONS)}")
     rows, setup = run_corruption_bench(size=args.size, images=args.images, names=args.names, workers=args.workers)
     _print_rows(rows, setup, args.json)
+
+
+def _check_methods(names: list[str] | None, option: str) -> tuple[str, ...]:
+    from .methods.registry import UnknownMethodError, get_method
+
+    for name in names or ():
+        try:
+            get_method(name)
+        except UnknownMethodError as exc:
+            raise UsageError(f"{option}: {exc}") from None
+    return tuple(names or ())
+
+
+def _cmd_selfcheck(args: argparse.Namespace) -> int:
+    from .device import resolve_device
+    from .selfcheck.checks import run_selfcheck
+
+    methods = _check_methods(args.methods, "--methods")
+    device = resolve_device(args.device)
+
+    def progress(check) -> None:
+        print(f"[{check.result}] {check.name} ({check.seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    checks = run_selfcheck(device, methods, suites=not args.no_suites, report=progress)
+    rows = [[c.name, c.result, c.detail, f"{c.seconds:.1f}"] for c in checks]
+    print(tabulate(rows, headers=["check", "result", "detail", "s"], tablefmt="github"))
+    failed = sum(c.passed is False for c in checks)
+    skipped = sum(c.passed is None for c in checks)
+    print(f"selfcheck on {device}: {len(checks) - failed - skipped} passed, {failed} failed, {skipped} skipped "
+          f"in {sum(c.seconds for c in checks) / 60:.1f} min")
+    return 1 if failed else 0
 
 
 def _positive(value: str) -> int:
@@ -454,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--repeats", type=_positive, default=20, help="interleaved timing rounds (default 20)")
     layers.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
     layers.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:1, ...")
-    layers.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 autocast on GPUs that support it")
+    layers.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="auto: bf16 autocast on GPUs that support it")
     layers.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     layers.set_defaults(func=_cmd_bench_layers)
 
@@ -474,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
     corruptions.add_argument("--workers", type=_positive, default=None, help="processes for the engine (default: all cores)")
     corruptions.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     corruptions.set_defaults(func=_cmd_bench_corruptions)
+
+    selfcheck = commands.add_parser(
+        "selfcheck", help="check this machine: environment, every method in fp32/bf16/fp16, bench layers, a tiny suite (also under torchrun)",
+    )
+    selfcheck.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:1, ...")
+    selfcheck.add_argument("--methods", nargs="+", metavar="METHOD", help="methods to check (default: all registered)")
+    selfcheck.add_argument("--no-suites", action="store_true", help="skip the two tiny-suite checks (they need the MNIST archive)")
+    selfcheck.set_defaults(func=_cmd_selfcheck)
     return parser
 
 

@@ -398,7 +398,7 @@ def test_ties_mask_drops_a_disagreeing_expert():
 
     def merged_for(experts):
         tau, tau_tilde = method.domain_vectors(experts, base)
-        return method.merge(base, tau, tau_tilde, scores)
+        return method.merge(base, tau, tau_tilde, scores).materialise()
 
     merged = merged_for(layer.experts.params())
     expected = scores[:, 1] * 3.0 + scores[:, 2] * 4.0  # expert 0 contributes nothing there

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import submitit
 
+from ..device import precision_config
 from ..methods.registry import load_plugins
 from ..runner.placement import placement
 from ..runner.records import results_folder, write_json_atomic
@@ -48,7 +49,9 @@ def marker_path(results_root: Path, folder: str, key: str) -> Path:
 class SuiteJob(submitit.helpers.Checkpointable):
     """Execute the runs ``keys`` of ``suite`` (a validated suite, pickled with the job) under
     ``results``; ``processes`` per run (``torchrun`` when > 1), ``threads`` torch threads per
-    process (``None``: torch's default)."""
+    process (``None``: torch's default). ``names``: the runs' names, by which a run is found
+    when the job's machine resolves another precision than the submitting one (a login node
+    without GPUs), so that its key differs; the record then has the key of where it ran."""
 
     suite: Suite
     results: str
@@ -57,6 +60,7 @@ class SuiteJob(submitit.helpers.Checkpointable):
     device: str | None = None
     processes: int = 1
     threads: int | None = None
+    names: tuple[str, ...] = ()
 
     def __call__(self) -> dict[str, str]:
         """Run the job; returns ``{run name: status}`` of the runs it executed."""
@@ -67,9 +71,11 @@ class SuiteJob(submitit.helpers.Checkpointable):
         load_plugins(self.suite.plugins)
         ctx = run_context(self.suite, self.device, self.limit)
         results = Path(self.results)
-        plan = plan_suite(self.suite, results, limit=self.limit)
+        plan = plan_suite(self.suite, results, limit=self.limit, precision=precision_config(ctx.device, ctx.autocast_dtype))
+        by_name = {r.name: r.key for r in plan.runs}
+        keys = tuple(by_name.get(name, key) for key, name in zip(self.keys, self.names)) if self.names else self.keys
         known = {r.key for r in plan.runs}
-        missing = [k for k in self.keys if k not in known]
+        missing = [k for k in keys if k not in known]
         if missing:
             raise RuntimeError(
                 f"runs {', '.join(missing)} are no longer runs of suite {self.suite.name!r} (the code changed since they were "
@@ -77,7 +83,7 @@ class SuiteJob(submitit.helpers.Checkpointable):
             )
         pending = {r.key: r for r in plan.pending}
         statuses = {}
-        for key in self.keys:
+        for key in keys:
             run = pending.get(key)
             if run is None:
                 continue  # finished meanwhile (e.g. before a requeue)

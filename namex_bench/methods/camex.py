@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..moe.experts import ExpertParams, combine, weighted_sum
+from ..moe.experts import ExpertParams, MergedExperts, combine, merge_around
 from .base import BaseExpert, MergeInputs, MergeOutput, MergingMethod
 from .curvature import KroneckerCurvature
 from .registry import register_method
@@ -42,11 +42,11 @@ class CAMEx(MergingMethod):
         tau = combine(experts, base, lambda e, b: e - b.unsqueeze(0))
         return tau, self.curvature(tau)
 
-    def merge(self, base: ExpertParams, tau: ExpertParams, tau_tilde: ExpertParams, scores: torch.Tensor) -> ExpertParams:
+    def merge(self, base: ExpertParams, tau: ExpertParams, tau_tilde: ExpertParams, scores: torch.Tensor) -> MergedExperts:
         """``Ê_g = E_m + Σ_i s_gi · mask_i ⊙ τ̃_i`` for every group ``g``."""
         if self.mask == "ties":
             tau_tilde = combine(tau_tilde, ties_mask(tau), torch.mul)
-        return weighted_sum(scores, tau_tilde, offset=base)
+        return merge_around(base, scores, tau_tilde)
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
         tau, tau_tilde = self.domain_vectors(inputs.bank.params(), inputs.base)

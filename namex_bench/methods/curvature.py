@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..moe.experts import ExpertParams, ExpertSpec
+from ..moe.precision import at_least_float32, full_precision
 
 CURVATURE_INITS = ("identity", "camex")
 
@@ -65,12 +66,16 @@ class KroneckerCurvature(nn.Module):
         return tuple(getattr(self, f"{name}_{letter}") for letter in "ABCD")  # type: ignore[return-value]
 
     def forward(self, tau: ExpertParams) -> ExpertParams:
-        """``τ̃_i = M_i(τ_i)`` for every matrix of ``τ [N, ...]``; biases unchanged."""
+        """``τ̃_i = M_i(τ_i)`` for every matrix of ``τ [N, ...]``; biases unchanged.
+
+        Computed with autocast off, in float32 or wider, like the merge it feeds: the
+        domain vectors stay as exact as the experts they are the differences of.
+        """
         out = dict(tau)
         for name, shape in self.shapes.items():
-            w = tau[name]
-            terms = (kronecker_apply(w, *(f[:, r] for f in self.factors(name)), shape) for r in range(self.rank))
-            out[name] = sum(terms)
+            w = at_least_float32(tau[name])
+            with full_precision(w):
+                out[name] = sum(kronecker_apply(w, *(f[:, r] for f in self.factors(name)), shape) for r in range(self.rank))
         return out
 
 

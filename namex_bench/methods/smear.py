@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..moe.experts import weighted_sum
+from ..moe.experts import soft_merge
 from .base import MergeInputs, MergeOutput, MergingMethod
 from .registry import register_method
 
@@ -14,5 +14,5 @@ class SMEAR(MergingMethod):
     fixed_top_k_is_n = True
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
-        merged = weighted_sum(inputs.scores, inputs.bank.params())
+        merged = soft_merge(inputs.scores, inputs.bank.params())
         return MergeOutput(self.apply_merged(inputs.tokens, merged), inputs.state.advanced())

@@ -74,7 +74,7 @@ from torch import Tensor, nn
 from ..methods.registry import get_method
 from ..moe.experts import ExpertParams, ExpertSpec
 from ..moe.layer import MoELayer
-from ..moe.router import Router, Routing, at_least_float32
+from ..moe.router import Router, Routing, wide_linear
 from ..moe.upcycle import dense_ffn_params, identify_activation
 from .moe_model import MoEModel, MoESlot, PassHolder
 
@@ -153,7 +153,7 @@ class HFRouter(Router):
         self.group_limited = group_limited
 
     def forward(self, h: Tensor) -> Routing:
-        logits = at_least_float32(self.gate(h))
+        logits = wide_linear(h, self.gate)  # float32, as every router here (moe/router.py)
         probs = logits.softmax(dim=-1)
         candidates = probs
         if self.group_limited is not None:

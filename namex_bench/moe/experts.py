@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .precision import LOW_PRECISION, at_least_float32, compute_dtype, full_precision
+
 ExpertParams = dict[str, Tensor]
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -125,7 +127,43 @@ def check_params(spec: ExpertSpec, params: ExpertParams, leading: int, what: str
             raise ValueError(f"{what}: parameter {name!r} has shape {got}, expected (*{leading} axes, {', '.join(map(str, shape))})")
 
 
-def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
+@dataclass(frozen=True)
+class MergedExperts:
+    """One merged expert per group, ``Ê_g = center + delta_g``, kept apart as its center and delta.
+
+    ``Ê_g = base + Σ_i weights[g, i] · terms_i`` around a ``base`` (the CAMEx family:
+    ``terms`` are the curvature-aware domain vectors); or, with ``base=None``,
+    ``Ê_g = Σ_i weights[g, i] · terms_i`` with rows of ``weights`` summing to 1 (SMEAR-style:
+    ``terms`` are the experts), whose center is the experts' mean. :func:`ffn` applies the
+    expert materialised where its matmuls run in the weights' precision, and as center and
+    delta separately where they run narrower (bf16/fp16), so that the narrow type rounds
+    each group's difference from the center at its own scale, not at the weights' (see
+    ``moe/precision.py``). Every part is computed in float32 or wider.
+    """
+
+    weights: Tensor  # [G, N]
+    terms: ExpertParams  # [N, ...]
+    base: ExpertParams | None = None  # no expert axis
+
+    def materialise(self) -> ExpertParams:
+        """``Ê_g`` for every group: ``name → [G, ...]``."""
+        return weighted_sum(self.weights, self.terms, offset=self.base)
+
+    def center(self) -> ExpertParams:
+        """The point the merge is taken around: the base, or the experts' mean."""
+        if self.base is not None:
+            return self.base
+        return {name: at_least_float32(t).mean(0) for name, t in self.terms.items()}
+
+    def deltas(self, center: ExpertParams | None = None) -> ExpertParams:
+        """``Ê_g − center`` for every group: ``name → [G, ...]`` (``center``: :meth:`center`, if already at hand)."""
+        merged = weighted_sum(self.weights, self.terms)
+        if self.base is not None:
+            return merged
+        return {name: merged[name] - c for name, c in (center or self.center()).items()}
+
+
+def ffn(x: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec) -> Tensor:
     """Apply one FFN per group: ``x [G, L, d]`` with ``params [G, ...]`` → ``[G, L, d]``.
 
     For an ``mlp`` expert, ``y = act(x W_inᵀ + b_in) W_outᵀ + b_out``; for ``glu``,
@@ -136,7 +174,18 @@ def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     into the merge without a copy of ``G`` weight sets (that copy was 10% of a SMEAR
     layer's forward+backward at B = 8 and 24% at B = 64 on a CPU, ``bench layers``).
     The token-sized transposes are views.
+
+    :class:`MergedExperts` are applied as one set of weights ``center + delta_g`` when
+    the matmuls run in the weights' precision, and as ``x Wᵀ = x W_centerᵀ + x Δ_gᵀ``
+    (one shared matmul plus one batched matmul per weight) when they run in bf16/fp16
+    (autocast, or a bf16 model): the same function, rounded at the scale of each part.
     """
+    if isinstance(params, MergedExperts):
+        dtype = compute_dtype(x)
+        if dtype not in LOW_PRECISION:
+            params = params.materialise()
+        else:
+            return _center_plus_delta_ffn(x.to(dtype), params, spec, dtype)
     act = ACTIVATIONS[spec.activation]
 
     def linear_t(inp_t: Tensor, name: str) -> Tensor:
@@ -149,6 +198,25 @@ def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     if spec.kind == "mlp":
         return linear_t(act(linear_t(x_t, "_in")), "_out").transpose(1, 2)
     return linear_t(act(linear_t(x_t, "_gate")) * linear_t(x_t, "_up"), "_down").transpose(1, 2)
+
+
+def _center_plus_delta_ffn(x: Tensor, merged: MergedExperts, spec: ExpertSpec, dtype: torch.dtype) -> Tensor:
+    """:func:`ffn` of ``center + delta_g`` with every linear map split: ``F.linear(x, W_c, b_c) + x Δ_gᵀ + Δb_g``."""
+    act = ACTIVATIONS[spec.activation]
+    center = merged.center()
+    deltas = merged.deltas(center)
+
+    def linear(inp: Tensor, name: str) -> Tensor:
+        center_bias, delta_bias = center.get("b" + name), deltas.get("b" + name)
+        out = F.linear(inp, center["w" + name].to(dtype), None if center_bias is None else center_bias.to(dtype))
+        delta = deltas["w" + name].to(dtype).transpose(1, 2)
+        if delta_bias is None:
+            return out + torch.bmm(inp, delta)
+        return out + torch.baddbmm(delta_bias.to(dtype).unsqueeze(1), inp, delta)
+
+    if spec.kind == "mlp":
+        return linear(act(linear(x, "_in")), "_out")
+    return linear(act(linear(x, "_gate")) * linear(x, "_up"), "_down")
 
 
 def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
@@ -166,16 +234,31 @@ def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
 def weighted_sum(weights: Tensor, params: ExpertParams, offset: ExpertParams | None = None) -> ExpertParams:
     """``out_g = offset + Σ_i weights[g, i] · params_i`` for every parameter: ``[G, N] × [N, ...] → [G, ...]``.
 
+    Computed with autocast off, in float32 or wider whatever the parameters' dtype.
     ``offset`` (no leading axis; default 0) is added inside the same matmul (``addmm``),
     not as a further pass over the ``G`` merged weight sets.
     """
     out = {}
-    for name, p in params.items():
-        flat = p.reshape(p.shape[0], -1)
-        w = weights.to(flat.dtype)
-        merged = w @ flat if offset is None else torch.addmm(offset[name].reshape(1, -1).to(flat.dtype), w, flat)
-        out[name] = merged.reshape(weights.shape[0], *p.shape[1:])
+    with full_precision(weights):
+        for name, p in params.items():
+            flat = at_least_float32(p.reshape(p.shape[0], -1))
+            w = weights.to(flat.dtype)
+            merged = w @ flat if offset is None else torch.addmm(offset[name].reshape(1, -1).to(flat.dtype), w, flat)
+            out[name] = merged.reshape(weights.shape[0], *p.shape[1:])
     return out
+
+
+def merge_around(base: ExpertParams, weights: Tensor, deltas: ExpertParams) -> MergedExperts:
+    """``Ê_g = base + Σ_i weights[g, i] · deltas_i``, applied by :func:`ffn` (see :class:`MergedExperts`)."""
+    return MergedExperts(weights, deltas, base)
+
+
+def soft_merge(weights: Tensor, params: ExpertParams) -> MergedExperts:
+    """``Ē_g = Σ_i weights[g, i] · E_i`` for weights whose rows sum to 1, applied by :func:`ffn`
+    around the experts' mean ``θ̄`` (``Ē_g = θ̄ + (Ē_g − θ̄)``, see :class:`MergedExperts`): for
+    upcycled experts, copies of one dense FFN plus small differences, that difference is all
+    the merge adds."""
+    return MergedExperts(weights, params)
 
 
 def gram(params: ExpertParams) -> Tensor:

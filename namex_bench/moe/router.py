@@ -8,10 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .precision import at_least_float32, full_precision
 
-def at_least_float32(x: Tensor) -> Tensor:
-    """``x`` in float32 if it is in a narrower float type (e.g. under bf16 autocast), else as it is."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+def wide_linear(h: Tensor, layer: nn.Linear) -> Tensor:
+    """``layer(h)`` with autocast off and both operands in float32 or wider."""
+    with full_precision(h):
+        return F.linear(at_least_float32(h), at_least_float32(layer.weight))
 
 
 @dataclass
@@ -54,11 +57,16 @@ class Router(nn.Module):
             nn.init.zeros_(self.noise.weight)
 
     def forward(self, h: Tensor) -> Routing:
-        """Route pooled vectors ``h [..., d]`` → :class:`Routing` with ``[..., N]`` tensors."""
-        clean = at_least_float32(self.gate(h))
+        """Route pooled vectors ``h [..., d]`` → :class:`Routing` with ``[..., N]`` tensors.
+
+        The logits are computed in float32 (or wider) whatever autocast says, as Switch
+        Transformer's "selective precision" does: a ``d × N`` matmul costs nothing, and
+        bf16 logits would flip top-k choices and add rounding to every routing gradient.
+        """
+        clean = wide_linear(h, self.gate)
         noisy = self.noise is not None and self.training and self.top_k < self.num_experts
         if noisy:
-            sigma = F.softplus(at_least_float32(self.noise(h))) + 1e-2
+            sigma = F.softplus(wide_linear(h, self.noise)) + 1e-2
             logits = clean + torch.randn_like(clean) * sigma
         else:
             logits = clean

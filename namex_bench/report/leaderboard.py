@@ -1,7 +1,9 @@
 """Leaderboards and paired comparisons: pure functions from run records to tables.
 
 Records are grouped by task (``config.task.name``) and model (``config.model.name``);
-only records with ``"status": "ok"`` count. Within a group:
+only records with ``"status": "ok"`` count. The records of a group must share one
+precision (``config.precision``: bf16 and float32 results are never ranked together);
+each leaderboard says which it is. Within a group:
 
 * :func:`leaderboard` — one row per method (``config.method.label``): every metric of
   ``metrics`` aggregated over seeds (mean ± 95% CI, and the raw mean, std and CI), the
@@ -18,6 +20,7 @@ Nothing here reads files or the clock: the same records give the same tables.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +103,20 @@ def _unique_field(records: Iterable[Record], name: str, what: str) -> Any:
     return next(iter(values), None)
 
 
+def _precision(records: Iterable[Record], what: str) -> str:
+    """The precision of the records, in words; records of different precisions are an error."""
+    from ..device import describe_precision
+
+    configs = {json.dumps((r.get("config") or {}).get("precision"), sort_keys=True) for r in records}
+    if len(configs) > 1:
+        found = sorted(describe_precision(json.loads(c)) for c in configs)
+        raise ValueError(
+            f"the records of {what} were computed in different precisions ({'; '.join(found)}): a table never mixes them — "
+            "rerun the suite to completion at one precision, or move the other records out of its runs folder"
+        )
+    return describe_precision(json.loads(next(iter(configs))))
+
+
 def _goals(records: Iterable[Record], what: str) -> dict[str, str]:
     goals: dict[str, str] = {}
     for r in records:
@@ -149,6 +166,7 @@ class Leaderboard:
     goals: dict[str, str]
     metrics: tuple[str, ...]
     table: pd.DataFrame
+    precision: str = "not recorded"  # the runs' compute precision, in words (device.describe_precision)
 
     @property
     def goal(self) -> str:
@@ -175,6 +193,7 @@ def leaderboard(records: Iterable[Record], task: str, model: str) -> Leaderboard
     if primary is None:
         raise ValueError(f"the records of {what} name no primary metric (the 'primary' field)")
     goals = _goals(group, what)
+    precision = _precision(group, what)
     if primary not in goals:
         raise ValueError(f"the records of {what} give no goal ('max' or 'min') for the primary metric {primary!r}")
     metrics = (primary, *sorted(_metric_names(group) - {primary}))
@@ -208,7 +227,7 @@ def leaderboard(records: Iterable[Record], task: str, model: str) -> Leaderboard
     for metric in metrics:
         for stat in ("mean", "std", "ci95"):
             table[f"{metric}_{stat}"] = pd.to_numeric(table[f"{metric}_{stat}"], errors="raise").astype("float64")
-    return Leaderboard(task, model, primary, goals, metrics, table.reset_index(drop=True))
+    return Leaderboard(task, model, primary, goals, metrics, table.reset_index(drop=True), precision)
 
 
 # --------------------------------------------------------------------------- paired comparison

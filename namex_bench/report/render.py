@@ -182,7 +182,7 @@ def section_markdown(section: Section, plots_dir: str | None = "plots", robustne
         lines += [
             f"Ranked by the mean of `{board.primary}` ({_goal_words(board.goal)}). "
             f"Cells are mean ± 95% CI over seeds (t distribution); n is the number of seeds."
-            + (f" Goals: {goals}." if goals else ""),
+            + (f" Goals: {goals}." if goals else "") + f" Precision: {board.precision}.",
             "",
             leaderboard_markdown(board),
             "",

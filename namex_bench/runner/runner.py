@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..device import autocast_dtype, resolve_device
+from ..device import autocast_dtype, precision_config, resolve_device
 from ..files import check_writable, exclusive_lock, remove_orphaned_temp_files, write_bytes_atomic
 from ..progress import progress
 from ..suite.expand import RunSpec, Selection, expand, shard
@@ -88,7 +88,10 @@ def _failed(record: dict, error: dict[str, str], total_s: float) -> dict:
 
 def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
     """Execute one run and return its record (status "failed" with the error if it raised,
-    or if a metric it returned is not a finite number)."""
+    or if a metric it returned is not a finite number).
+
+    Under torchrun every rank returns the same status: a run that raised on any rank failed
+    on all, with that rank's error (``distributed.agreed_error``)."""
     record = {
         "schema": SCHEMA_VERSION,
         "key": run.key,
@@ -100,6 +103,7 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         "placement": placement(),
     }
     start = time.perf_counter()
+    result, raised = None, None
     try:
         run_ctx = replace(ctx, parallel=run.task.parallel or run.model.parallel)
         result = task_runner(run.task.type)(run.task, run.model, run.method, run.seed, run_ctx)
@@ -107,7 +111,9 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded, and the suite goes on
-        error = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+        raised = exc
+    error = distributed.agreed_error(raised)
+    if error is not None:
         return _failed(record, error, time.perf_counter() - start)
     record.update(
         status="ok",
@@ -260,14 +266,16 @@ def plan_suite(
     shard_spec: tuple[int, int] | None = None,
     selection: Selection | None = None,
     skip_damaged: bool = False,
+    precision: dict | None = None,
 ) -> SuitePlan:
     """Which runs of ``suite`` are to be run: every run (of the shard, of the subset) without
     a record of status "ok" under ``results_root``. Prepares the results folder first
     (:func:`prepare_results`) and heals an interrupted supersede (:func:`heal_superseded`).
 
     ``skip_damaged``: a damaged record (see ``record_schema.py``) counts as missing, so its
-    run is redone (its new record replaces the damaged file), instead of stopping here."""
-    runs = expand(suite, limit)
+    run is redone (its new record replaces the damaged file), instead of stopping here.
+    ``precision``: the runs' resolved precision (part of their keys; this machine's when ``None``)."""
+    runs = expand(suite, limit, precision)
     folder = results_folder(suite.name, limit)
     if distributed.is_main():
         prepare_results(results_root, folder, suite, runs)
@@ -323,7 +331,8 @@ def run_suite(
     """Run every unfinished run of ``suite`` (or of one shard or subset of it), one after another
     (``skip_damaged``: see :func:`plan_suite`)."""
     ctx = run_context(suite, device, limit)
-    plan = plan_suite(suite, results_root, limit=limit, shard_spec=shard_spec, selection=selection, skip_damaged=skip_damaged)
+    plan = plan_suite(suite, results_root, limit=limit, shard_spec=shard_spec, selection=selection, skip_damaged=skip_damaged,
+                      precision=precision_config(ctx.device, ctx.autocast_dtype))
     summary = RunSummary(total=len(plan.runs), skipped=len(plan.runs) - len(plan.pending), damaged=plan.damaged)
     bar = progress(plan.pending, desc=suite.name, unit="run", leave=True, enabled=distributed.is_main())
     for run in bar:

@@ -6,6 +6,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from ..device import autocast_dtype, precision_config, resolve_device
 from ..methods.registry import get_method
 from ..models.registry import get_builder
 from ..runner.records import run_key
@@ -45,8 +46,20 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "task": task}
 
 
-def expand(suite: Suite, limit: int | None = None) -> list[RunSpec]:
-    """Every run of the suite, in the order tasks × (the task's) models × methods × seeds."""
+def machine_precision(suite: Suite) -> dict[str, Any]:
+    """The precision config (``device.precision_config``) the suite's runs resolve on this machine."""
+    device = resolve_device(suite.device)
+    return precision_config(device, autocast_dtype(device, suite.precision))
+
+
+def expand(suite: Suite, limit: int | None = None, precision: dict[str, Any] | None = None) -> list[RunSpec]:
+    """Every run of the suite, in the order tasks × (the task's) models × methods × seeds.
+
+    ``precision`` — the resolved precision config of the runs (:func:`machine_precision` when
+    ``None``) — is part of every run's configuration and key: a run computed in bf16 is
+    never taken for its float32 run, nor the other way round.
+    """
+    precision = machine_precision(suite) if precision is None else precision
     runs = []
     for task in suite.tasks:
         for model in suite.task_models(task):
@@ -59,6 +72,7 @@ def expand(suite: Suite, limit: int | None = None) -> list[RunSpec]:
                         "task": task.model_dump(mode="json", exclude={"models", "parallel"}),  # where and how it runs, not what
                         "seed": seed,
                         "limit": limit,
+                        "precision": precision,
                     }
                     name = f"{method.display}/{model.name}/{task.name}/seed{seed}"
                     runs.append(RunSpec(name, run_key(identity(config)), config, method, model, task, seed))

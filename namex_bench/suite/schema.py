@@ -412,7 +412,7 @@ class Suite(Strict):
     description: str = ""
     seeds: list[Seed] = Field(min_length=1)
     device: str = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # see namex_bench/device.py
     runtime: Runtime = Field(default_factory=Runtime)
     reference: str | None = None
     plugins: list[str] = Field(default_factory=list)

@@ -44,7 +44,7 @@ def evaluate_classifier(model: MoEModel, loader: DataLoader, device: torch.devic
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct@1, correct@5, loss, count
     for inputs, targets in progress(loader, desc=desc, unit="batch", enabled=distributed.is_main()):
-        inputs, targets = inputs.to(device), targets.to(device)
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(inputs).output.float()
         k = min(5, logits.shape[-1])
@@ -62,9 +62,10 @@ def run_image_classification(task: ImageClassificationTask, model_entry: ModelEn
     model = seeded_model(model_entry, method, seed, ctx.device, num_classes, channels, image_size)
 
     batch = min(task.train.batch_size, len(train_set))
-    result = train(model, distributed.train_loader(train_set, batch, seed), task.train, classification_loss, ctx.device, ctx.autocast_dtype)
+    loader = distributed.train_loader(train_set, batch, seed, device=ctx.device)
+    result = train(model, loader, task.train, classification_loss, ctx.device, ctx.autocast_dtype)
     start = time.perf_counter()
-    metrics = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size), ctx.device, ctx.autocast_dtype)
+    metrics = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size, device=ctx.device), ctx.device, ctx.autocast_dtype)
     metrics["clean_error"] = 1.0 - metrics["top1"]
     if result.steps:
         metrics["train_loss"] = result.final_loss

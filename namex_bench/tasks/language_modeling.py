@@ -70,7 +70,7 @@ def train_lm(model: HFMoEModel, training: LMTraining, seed: int, ctx: RunContext
     (a language-modelling task is its own :class:`LMTraining`; an lm-eval task has ``finetune``)."""
     blocks = limit_dataset(TokenBlocks(corpus_tokens(training.data, "train", model.tokenizer), training.context), ctx.limit)
     batch = min(training.train.batch_size, len(blocks))
-    loader = distributed.train_loader(blocks, batch, seed)
+    loader = distributed.train_loader(blocks, batch, seed, device=ctx.device)
     return train(model, loader, training.train, next_token_loss, ctx.device, ctx.autocast_dtype, parallel=ctx.parallel)
 
 

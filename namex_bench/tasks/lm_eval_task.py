@@ -45,7 +45,7 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
     start = time.perf_counter()
     scores = evaluate_lm_eval(
         model, model.tokenizer, list(task.tasks), source=task.source, limit=limit, num_fewshot=task.num_fewshot,
-        batch_size=task.batch_size, device=device, seed=seed,
+        batch_size=task.batch_size, device=device, seed=seed, autocast_dtype=ctx.autocast_dtype,
     )
     timings["eval_s"] = time.perf_counter() - start
     # The headline values are metrics; their stderr stays in the cells, next to each task's n.

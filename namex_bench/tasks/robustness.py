@@ -121,18 +121,29 @@ def evaluate_corruptions(model: MoEModel, task: ImageClassificationTask, test_se
     if cfg.root is None:
         source = eval_images(task, test_set, cfg.images)  # test_set is already cut to --limit
         digest = images_sha256(source.images)
+        entries = [(name, severity) for name in cfg.names for severity in cfg.severities]
         with CorruptionCache() as cache:
-            for name in cfg.names:
-                for severity in cfg.severities:
-                    corrupted = cache.get_or_compute(source.dataset_id, source.images, name, severity, cfg.seed,
-                                                     workers=cfg.workers, progress=distributed.is_main(), images_hash=digest)
-                    correct, total = _correct(model, _array_batches(source, corrupted, task.eval.batch_size), ctx)
-                    cells.append({"corruption": name, "severity": severity, "top1": correct / total, "error": 1 - correct / total})
+
+            def corrupted(name: str, severity: int, progress: bool) -> np.ndarray:
+                return cache.get_or_compute(source.dataset_id, source.images, name, severity, cfg.seed,
+                                            workers=cfg.workers, progress=progress, images_hash=digest)
+
+            if distributed.world_size() > 1:
+                # The first process of each node fills the cache on all its cores while the others
+                # wait here (no collective of the run is pending meanwhile); then every rank reads.
+                if distributed.local_rank() == 0:
+                    for name, severity in entries:
+                        corrupted(name, severity, progress=True)
+                distributed.check_peers()
+            for name, severity in entries:
+                images = corrupted(name, severity, progress=distributed.is_main())
+                correct, total = _correct(model, _array_batches(source, images, task.eval.batch_size), ctx)
+                cells.append({"corruption": name, "severity": severity, "top1": correct / total, "error": 1 - correct / total})
     else:
         for name in cfg.names:
             for severity in progress(cfg.severities, desc=name, enabled=distributed.is_main()):
                 folder = _released_folder(cfg.root / name / str(severity), task, class_to_idx, ctx.limit)
-                correct, total = _correct(model, distributed.eval_loader(folder, task.eval.batch_size), ctx)
+                correct, total = _correct(model, distributed.eval_loader(folder, task.eval.batch_size, device=ctx.device), ctx)
                 cells.append({"corruption": name, "severity": severity, "top1": correct / total, "error": 1 - correct / total})
     return cells
 
@@ -189,12 +200,12 @@ def evaluate_natural_shift(model: MoEModel, folder, task: ImageClassificationTas
     shifted = datasets.ImageFolder(str(folder), transform=image_transform(data.image_size, False, data.mean, data.std, data.channels))
     subset = _model_classes(shifted.classes, class_to_idx, folder)
     shifted = limit_dataset(shifted, ctx.limit)
-    correct, total = _correct(model, distributed.eval_loader(shifted, task.eval.batch_size), ctx, subset)
+    correct, total = _correct(model, distributed.eval_loader(shifted, task.eval.batch_size, device=ctx.device), ctx, subset)
     position = {index: i for i, index in enumerate(subset)}
     labels = dataset_labels(test_set)
     same_classes = [i for i, label in enumerate(labels) if int(label) in position]
     clean = Subset(test_set, same_classes)
-    clean_batches = ((x, torch.tensor([position[int(t)] for t in y])) for x, y in distributed.eval_loader(clean, task.eval.batch_size))
+    clean_batches = ((x, torch.tensor([position[int(t)] for t in y])) for x, y in distributed.eval_loader(clean, task.eval.batch_size, device=ctx.device))
     clean_correct, clean_total = _correct(model, clean_batches, ctx, subset) if same_classes else (0, 0)
     metrics = {f"{prefix}_top1": correct / total}
     if clean_total:

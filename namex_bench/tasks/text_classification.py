@@ -108,14 +108,14 @@ def run_text_classification(task: TextClassificationTask, model_entry: ModelEntr
 
     batch = min(task.train.batch_size, len(train_set))
     loss_fn = regression_loss if regression else classification_loss
-    result = train(model, distributed.train_loader(train_set, batch, seed, collate), task.train, loss_fn, ctx.device, ctx.autocast_dtype)
+    result = train(model, distributed.train_loader(train_set, batch, seed, collate, ctx.device), task.train, loss_fn, ctx.device, ctx.autocast_dtype)
     start = time.perf_counter()
     metrics: dict[str, float] = {}
     goals: dict[str, str] = {"loss": "min", "train_loss": "min"}
     cells = []
     for test in tests:
         dataset = limit_dataset(limit_dataset(test.dataset, task.data.test_examples), ctx.limit)
-        loader = DataLoader(dataset, batch_size=task.eval.batch_size, shuffle=False, collate_fn=collate)
+        loader = DataLoader(dataset, batch_size=task.eval.batch_size, shuffle=False, collate_fn=collate, **distributed.loader_options(ctx.device))
         predictions, labels, loss = predict(model, loader, ctx.device, ctx.autocast_dtype, regression, desc=test.name or "test")
         scores = {**glue_metrics(test.glue_task, predictions, labels), "loss": loss}
         prefix = f"{test.name}_" if test.name else ""

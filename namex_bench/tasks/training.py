@@ -1,10 +1,14 @@
 """The training loop every task shares.
 
 AdamW (weight decay on matrices only), linear warmup then cosine decay to
-``min_lr_ratio · lr``, gradient-norm clipping, bf16 autocast where the device supports
-it, the MoE auxiliary loss added to the task loss, and a non-finite loss stopping the
-run with an error (the runner records it as failed). Under ``torchrun`` the model is
-wrapped in DDP and every rank sees its own shard of each batch.
+``min_lr_ratio · lr``, gradient-norm clipping, the run's autocast precision (bf16 where
+the device supports it; fp16 with a dynamic loss scale), the MoE auxiliary loss added to
+the task loss, and a non-finite loss stopping the run with an error (the runner records
+it as failed). Weights and optimiser state are float32: a model loaded in bf16/fp16 (a
+pretrained LLM's checkpoint dtype) is converted to float32 master weights before the
+first step, since AdamW's updates on bf16 weights would round away every step smaller
+than 2⁻⁸ of a weight. Under ``torchrun`` the model is wrapped in DDP and every rank sees
+its own shard of each batch.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from ..models.moe_model import MoEModel
 from ..models.registry import get_builder
+from ..moe.precision import LOW_PRECISION
 from ..progress import progress
 from ..suite.schema import MAX_TRAIN_STEPS, MethodEntry, ModelEntry, TrainConfig
 from . import distributed
@@ -95,7 +100,7 @@ def train(
     desc: str = "train",
     parallel: str = "ddp",
 ) -> TrainResult:
-    """Train ``model`` in place for ``cfg.epochs`` passes over ``loader``.
+    """Train ``model`` in place (as float32 master weights) for ``cfg.epochs`` passes over ``loader``.
 
     ``loader`` yields ``(inputs, targets)``: ``inputs`` a tensor, or a dict passed as keyword
     arguments; ``loss_fn(model output, targets)`` (computed in float32 or wider). Under
@@ -106,8 +111,11 @@ def train(
                          f"more than the {MAX_TRAIN_STEPS:,} a run may take")
     if total == 0:
         return TrainResult(0, 0.0, 0.0, float("nan"), float("nan"))
+    if any(p.dtype in LOW_PRECISION for p in model.parameters()):
+        model.float()  # float32 master weights (module docstring)
     net = distributed.wrap(model, parallel)
     optimizer = make_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     model.train()
     step, losses, aux_losses = 0, [], []
     start = time.perf_counter()
@@ -133,10 +141,12 @@ def train(
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"non-finite training loss ({value}) at step {step} of {total}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             losses.append(task_value)
             aux_losses.append(aux_value)
             step += 1

@@ -1,10 +1,19 @@
 """Experts: FFN weights stacked along a leading expert axis, and the algebra on them.
 
-An expert is an FFN. Two shapes are supported:
+An expert is an FFN. Three shapes are supported:
 
 * ``mlp`` — two matrices, ``FFN(x) = W_out · act(W_in x + b_in) + b_out`` (GELU by default);
 * ``glu`` — three matrices, ``FFN(x) = W_down · (act(W_gate x + b_gate) ⊙ (W_up x + b_up)) + b_down``
-  (SiLU by default, i.e. SwiGLU).
+  (SiLU by default, i.e. SwiGLU);
+* ``linear`` — one matrix, ``FFN(x) = W x + b`` from ``d_model`` to ``d_hidden`` features (no
+  activation): a merged linear map, the unit the CAMEx reference code merges (its T5 FFN is
+  two of them, each with its own router).
+
+An FFN runs in two stages: the *input* matrices map ``x`` to the hidden state ``h``
+(``act(W_in x + b_in)``; ``act(W_gate x + b_gate) ⊙ (W_up x + b_up)``; ``W x + b``), and the
+*output* matrices map ``h`` to ``y`` (``W_out h + b_out``; ``W_down h + b_down``; none for
+``linear``). A layer with a router per weight matrix merges the two stages with different
+scores (see :meth:`namex_bench.methods.MergingMethod.run_merged`).
 
 Weights follow ``torch.nn.Linear``: a matrix is ``[out, in]``. A set of experts is an
 :data:`ExpertParams` — a ``dict`` from parameter name to a tensor whose leading axes
@@ -34,17 +43,17 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 @dataclass(frozen=True)
 class ExpertSpec:
-    """The shape of one expert FFN."""
+    """The shape of one expert FFN (for ``linear``, ``d_hidden`` is the output width)."""
 
     d_model: int
     d_hidden: int
-    kind: Literal["mlp", "glu"] = "mlp"
+    kind: Literal["mlp", "glu", "linear"] = "mlp"
     activation: str = "gelu"
     bias: bool = True
 
     def __post_init__(self) -> None:
-        if self.kind not in ("mlp", "glu"):
-            raise ValueError(f"expert kind must be 'mlp' or 'glu', got {self.kind!r}")
+        if self.kind not in ("mlp", "glu", "linear"):
+            raise ValueError(f"expert kind must be 'mlp', 'glu' or 'linear', got {self.kind!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {self.activation!r}; known: {', '.join(sorted(ACTIVATIONS))}"
@@ -58,7 +67,23 @@ class ExpertSpec:
         d, h = self.d_model, self.d_hidden
         if self.kind == "mlp":
             return {"w_in": (h, d), "w_out": (d, h)}
+        if self.kind == "linear":
+            return {"w": (h, d)}
         return {"w_gate": (h, d), "w_up": (h, d), "w_down": (d, h)}
+
+    @property
+    def d_out(self) -> int:
+        """The width of the FFN's output: ``d_model``, or ``d_hidden`` for a ``linear`` expert."""
+        return self.d_hidden if self.kind == "linear" else self.d_model
+
+    @property
+    def output_matrices(self) -> tuple[str, ...]:
+        """The matrices of the output stage (applied to the hidden state): none for ``linear``."""
+        return {"mlp": ("w_out",), "glu": ("w_down",), "linear": ()}[self.kind]
+
+    def stage_params(self, output: bool) -> tuple[str, ...]:
+        """The names of the input stage's parameters (``output=False``) or the output stage's, biases included."""
+        return tuple(name for name in self.param_shapes if ("w" + name[1:] in self.output_matrices) == output)
 
     @property
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -126,10 +151,17 @@ def check_params(spec: ExpertSpec, params: ExpertParams, leading: int, what: str
 
 
 def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
-    """Apply one FFN per group: ``x [G, L, d]`` with ``params [G, ...]`` → ``[G, L, d]``.
+    """Apply one FFN per group: ``x [G, L, d]`` with ``params [G, ...]`` → ``[G, L, d_out]``.
 
     For an ``mlp`` expert, ``y = act(x W_inᵀ + b_in) W_outᵀ + b_out``; for ``glu``,
-    ``y = (act(x W_gateᵀ + b_gate) ⊙ (x W_upᵀ + b_up)) W_downᵀ + b_down``.
+    ``y = (act(x W_gateᵀ + b_gate) ⊙ (x W_upᵀ + b_up)) W_downᵀ + b_down``; for ``linear``,
+    ``y = x Wᵀ + b``. It is :func:`ffn_output` of :func:`ffn_hidden`.
+    """
+    return ffn_output(ffn_hidden(x, params, spec), params, spec)
+
+
+def _linear_t(inp_t: Tensor, params: ExpertParams, name: str) -> Tensor:
+    """``W inp + b`` per group on transposed inputs ``[G, in, L]`` → ``[G, out, L]``.
 
     Computed transposed, ``hᵀ = W xᵀ + b``: each group's weights enter the batched
     matmul as they are stored, so their gradients come out contiguous and flow back
@@ -137,18 +169,31 @@ def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     layer's forward+backward at B = 8 and 24% at B = 64 on a CPU, ``bench layers``).
     The token-sized transposes are views.
     """
-    act = ACTIVATIONS[spec.activation]
+    weight, bias = params["w" + name], params.get("b" + name)
+    if bias is None:
+        return torch.bmm(weight, inp_t)
+    return torch.baddbmm(bias.unsqueeze(-1), weight, inp_t)
 
-    def linear_t(inp_t: Tensor, name: str) -> Tensor:
-        weight, bias = params["w" + name], params.get("b" + name)
-        if bias is None:
-            return torch.bmm(weight, inp_t)
-        return torch.baddbmm(bias.unsqueeze(-1), weight, inp_t)
 
+def ffn_hidden(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
+    """The input stage, per group: ``x [G, L, d]`` → the hidden state ``h [G, L, d_hidden]``
+    (``act(x W_inᵀ + b_in)``, ``act(x W_gateᵀ + b_gate) ⊙ (x W_upᵀ + b_up)``, or ``x Wᵀ + b``).
+    Reads only the input stage's parameters."""
     x_t = x.transpose(1, 2)
+    if spec.kind == "linear":
+        return _linear_t(x_t, params, "").transpose(1, 2)
+    act = ACTIVATIONS[spec.activation]
     if spec.kind == "mlp":
-        return linear_t(act(linear_t(x_t, "_in")), "_out").transpose(1, 2)
-    return linear_t(act(linear_t(x_t, "_gate")) * linear_t(x_t, "_up"), "_down").transpose(1, 2)
+        return act(_linear_t(x_t, params, "_in")).transpose(1, 2)
+    return (act(_linear_t(x_t, params, "_gate")) * _linear_t(x_t, params, "_up")).transpose(1, 2)
+
+
+def ffn_output(h: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
+    """The output stage, per group: ``h [G, L, d_hidden]`` → ``y [G, L, d_out]`` (``h W_outᵀ + b_out``,
+    ``h W_downᵀ + b_down``; ``h`` itself for ``linear``). Reads only the output stage's parameters."""
+    if spec.kind == "linear":
+        return h
+    return _linear_t(h.transpose(1, 2), params, "_out" if spec.kind == "mlp" else "_down").transpose(1, 2)
 
 
 def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
@@ -158,6 +203,8 @@ def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     def linear(inp: Tensor, name: str) -> Tensor:
         return F.linear(inp, params["w" + name], params.get("b" + name))
 
+    if spec.kind == "linear":
+        return linear(x, "")
     if spec.kind == "mlp":
         return linear(act(linear(x, "_in")), "_out")
     return linear(act(linear(x, "_gate")) * linear(x, "_up"), "_down")
@@ -189,6 +236,11 @@ def gram(params: ExpertParams) -> Tensor:
         g = flat @ flat.T
         total = g if total is None else total + g
     return total
+
+
+def subset(params: ExpertParams, names: tuple[str, ...]) -> ExpertParams:
+    """The named parameters of ``params``."""
+    return {name: params[name] for name in names}
 
 
 def combine(a: ExpertParams, b: ExpertParams, fn: Callable[[Tensor, Tensor], Tensor]) -> ExpertParams:

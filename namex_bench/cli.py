@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import signal
 import sys
@@ -258,14 +259,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list_methods(args: argparse.Namespace) -> None:
+    from .methods.base import MergingMethod
     from .methods.registry import available_methods
 
-    rows = []
-    for name, cls in available_methods().items():
-        rows.append([name, ", ".join(cls.pooling_units), cls.base_expert.value, cls.description()])
-        if args.verbose:
-            rows.append(["", "", "", (cls.__doc__ or "").strip()])
-    print(tabulate(rows, headers=["method", "pooling", "base expert", "description"], tablefmt="github"))
+    methods = available_methods()
+    rows = [[name, ", ".join(cls.pooling_units), cls.base_expert.value, ", ".join(cls.presets) or "—", cls.description()] for name, cls in methods.items()]
+    print(tabulate(rows, headers=["method", "pooling", "base expert", "presets", "description"], tablefmt="github"))
+    if not args.verbose:
+        return
+    show = lambda options: ", ".join(f"{k}={v!r}" for k, v in options.items())  # noqa: E731
+    for name, cls in methods.items():
+        print(f"\n{name}\n{'-' * len(name)}\n{inspect.cleandoc(cls.__doc__ or '')}\n")
+        print(f"options (defaults): {show(cls.option_defaults())}")
+        for preset, spec in cls.presets.items():
+            print(f"preset {preset!r}: {show(spec.options)}\n    {spec.description}")
+    routing_doc = inspect.cleandoc(MergingMethod.__doc__ or "")
+    print("\nevery method\n------------\n" + routing_doc[routing_doc.index("Routing options") :])
 
 
 def _print_rows(rows: list[dict], setup: str, json_path: str | None) -> None:
@@ -470,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     list_cmd = commands.add_parser("list", help="list registered things")
     list_what = list_cmd.add_subparsers(dest="what", required=True, metavar="WHAT")
     methods = list_what.add_parser("methods", help="every registered merging method, with a one-line description")
-    methods.add_argument("-v", "--verbose", action="store_true", help="also print each method's options")
+    methods.add_argument("-v", "--verbose", action="store_true", help="also print each method's documentation, options (with defaults) and presets")
     methods.set_defaults(func=_cmd_list_methods)
 
     bench = commands.add_parser("bench", help="speed benchmarks (ratios measured side by side in one process)")

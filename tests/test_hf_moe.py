@@ -184,6 +184,12 @@ def test_base_expert_from_shared_or_mean():
     adapted = adapt_moe_llm(model, "ep_camex", segment_length=4)
     torch.testing.assert_close(adapted.moe_layers[0].base.w_gate[0], w[:, :16].mean(0))
     assert adapted.moe_layers[1].base is None  # propagated from the first layer
+    # offset propagation anchors every layer's base at that layer's own initial base
+    assert torch.equal(adapted.moe_layers[0].method.anchor()["w_gate"], adapted.moe_layers[0].base.w_gate[0])
+    layer1 = adapted.moe_layers[1]
+    assert torch.allclose(layer1.method.anchor()["w_gate"], layer1.experts.w_gate.mean(0))
+    with pytest.raises(ValueError, match="router"):
+        adapt_moe_llm(build("qwen2_moe_norm"), "smear", {"router": "per_matrix"}, segment_length=4)
     with pytest.raises(ValueError, match="shape"):
         adapt_moe_llm(build("qwen2_moe_norm"), "camex", base="shared")
     with pytest.raises(ValueError, match="no shared expert"):

@@ -88,44 +88,60 @@ def test_first_segment_prior_is_strictly_causal():
         check_causal([layer], 0, token)
 
 
-def test_first_segment_self_routes_segment_0_by_its_own_mean():
-    """Lory (the default): segment 0 is routed by its own mean, so one of its tokens changes
-    the other outputs of segment 0 — through routing only, with the route detached."""
+def test_first_segment_defaults_to_the_strictly_causal_prior():
+    assert MoELayer(SPEC, N, "smear").first_segment == "prior"
+    assert make_groups(torch.randn(1, T, D), "segment", segment_length=4).first_segment == "prior"
+
+
+def test_first_segment_self_merges_segment_0_with_its_own_detached_scores():
+    """``self`` (the CAMEx reference code): segment 0 is merged with its own scores, detached — so
+    one of its tokens changes the other outputs of segment 0 (through routing), but that use sends
+    no gradient to the tokens or the router; the router learns from segment 0's scores only where
+    segment 1 uses them."""
     layer = segment_layer(first_segment="self")
-    assert layer.first_segment == "self" and MoELayer(SPEC, N, "smear").first_segment == "self"
     x = torch.randn(1, T, D)
     x2 = perturb(x, 1)
     with torch.no_grad():
         y, y2 = layer(x).y, layer(x2).y
     assert not torch.equal(y[:, [0, 2, 3]], y2[:, [0, 2, 3]])
 
-    # the route of segment 0 is its own mean, detached: a loss on the output of token 2
-    # sends no gradient to the other tokens of segment 0
+    # a loss on the output of token 2 reaches token 2 only: no other token, and not the router
     x = x.clone().requires_grad_(True)
     layer(x).y[0, 2].sum().backward()
     assert torch.count_nonzero(x.grad[0, [0, 1, 3]]) == 0
     assert torch.count_nonzero(x.grad[0, 2]) > 0
     assert torch.count_nonzero(x.grad[0, 4:]) == 0
-    assert layer.router.gate.weight.grad.abs().sum() > 0  # the router still learns from segment 0
-
+    assert layer.router.gate.weight.grad is None or layer.router.gate.weight.grad.abs().sum() == 0
+    # a loss on segment 1 reaches the router (and segment 0's tokens) through segment 0's scores
+    layer.zero_grad()
     x.grad = None
+    layer(x).y[0, 5].sum().backward()
+    assert layer.router.gate.weight.grad.abs().sum() > 0
+    assert torch.count_nonzero(x.grad[0, :4]) == 4 * D
+
     groups = make_groups(x, "segment", segment_length=4, first_segment="self")
-    assert torch.allclose(groups.route_input[0], x[0, :4].mean(0))
-    (grad,) = torch.autograd.grad(groups.route_input[0].sum(), x, retain_graph=True)
-    assert torch.count_nonzero(grad) == 0
-    (grad,) = torch.autograd.grad(groups.route_input[1].sum(), x)  # segment 1: mean of segment 0, not detached
-    assert torch.count_nonzero(grad[0, :4]) == 4 * D and torch.count_nonzero(grad[0, 4:]) == 0
+    torch.testing.assert_close(groups.route_input[0], x[0, :4].mean(0))
+    scores = torch.softmax(torch.randn(len(SEGMENTS), N, requires_grad=True), -1)
+    used = groups.scores_in_use(scores, prior=lambda: pytest.fail("self does not use the prior"))
+    assert torch.equal(used[0], scores[0]) and torch.equal(used[1:], scores[:-1])
+    (grad,) = torch.autograd.grad(used[0].sum(), scores, allow_unused=True)
+    assert grad is None or not grad.any()  # segment 0's own scores, detached
 
 
-def test_first_segment_prior_routes_segment_0_by_zero():
+def test_first_segment_prior_merges_segment_0_with_the_scores_of_zero():
     x = torch.randn(2, T, D, requires_grad=True)
     groups = make_groups(x, "segment", segment_length=4, first_segment="prior")
     S = len(SEGMENTS)
-    assert torch.equal(groups.route_input[0], torch.zeros(D))
-    assert torch.equal(groups.route_input[S], torch.zeros(D))
-    for j in range(1, S):
-        assert torch.allclose(groups.route_input[j], x[0, SEGMENTS[j - 1]].mean(0))
-        assert torch.allclose(groups.route_input[S + j], x[1, SEGMENTS[j - 1]].mean(0))
+    for b in range(2):  # every segment is routed by its own mean (the last, short one too)
+        for j in range(S):
+            torch.testing.assert_close(groups.route_input[b * S + j], x[b, SEGMENTS[j]].mean(0))
+    layer = segment_layer(first_segment="prior")
+    scores = layer.router(groups.route_input).scores
+    used = groups.scores_in_use(scores, prior=lambda: layer.router(torch.zeros(1, D)).scores)
+    prior = layer.router(torch.zeros(1, D)).scores[0]
+    for b in range(2):
+        assert torch.equal(used[b * S], prior)
+        assert torch.equal(used[b * S + 1 : (b + 1) * S], scores[b * S : (b + 1) * S - 1])
 
 
 @pytest.mark.parametrize("method", PROPAGATING)
@@ -345,7 +361,8 @@ def test_cv2_loss_zero_when_balanced_positive_otherwise():
     skewed = make_routing(torch.full((8, N), 1.0 / N), torch.tensor([0, 0, 0, 1, 1, 2, 3, 0]))
     assert aux.importance_load_loss(skewed, valid) > 0.1
     v = torch.tensor([1.0, 2.0, 3.0])
-    assert aux.cv_squared(v).item() == pytest.approx(v.var(correction=0).item() / 4.0, rel=1e-5)
+    assert aux.cv_squared(v).item() == pytest.approx(v.var(correction=1).item() / 4.0, rel=1e-5)  # unbiased, as the CAMEx code
+    assert aux.cv_squared(torch.tensor([3.0])).item() == 0.0
 
 
 @pytest.mark.parametrize("name", ["switch", "cv2"])

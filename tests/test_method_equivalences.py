@@ -117,7 +117,8 @@ def test_ep_camex_with_zero_gamma_equals_camex_sharing_one_base():
     assert ep[0].base is not None and ep[1].base is None and ep[2].base is None
     base_state = {f"base.{k}": v for k, v in ep[0].base.state_dict().items()}
     for e, c in zip(ep, cam):
-        c.load_state_dict({**e.state_dict(), **base_state})  # experts, router, curvature, + ep's base
+        shared = {k: v for k, v in e.state_dict().items() if ".anchor_" not in k}  # anchors: 0, not upcycled
+        c.load_state_dict({**shared, **base_state})  # experts, router, curvature, + ep's base
     x = inputs()
     h_ep, outs_ep = run_stack(ep, x)
     h_cam, outs_cam = run_stack(cam, x)
@@ -136,15 +137,40 @@ def test_smear_equals_topk_merge_with_k_equal_n():
     torch.testing.assert_close(h_sm, h_tk, rtol=0, atol=1e-12)
 
 
-def test_camex_at_identity_curvature_equals_smear():
+UNMASKED_IDENTITY = {"mask": "none", "curvature_init": "identity"}
+
+
+def test_camex_without_mask_at_identity_curvature_equals_smear():
     """With ``M_i = I``, mask none and scores summing to 1, ``Ê = E_m + Σ s_i (E_i − E_m) = Σ s_i E_i``:
-    the base expert cancels (so it gets no gradient until the curvature moves)."""
-    cam = make_layers("camex", seed=8)
+    the base expert cancels (so it gets no gradient until the curvature moves). Hence the
+    defaults: the TIES mask, and the CAMEx code's curvature initialisation."""
+    cam = make_layers("camex", options=UNMASKED_IDENTITY, seed=8)
     sm = make_layers("smear", seed=9)
     for c, s in zip(cam, sm):
         s.load_state_dict({k: v for k, v in c.state_dict().items() if k.startswith(("router.", "experts."))})
     x = inputs()
     torch.testing.assert_close(run_stack(cam, x)[0], run_stack(sm, x)[0], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ("camex", "ep_camex", "namex", "namex_mom"))
+def test_default_base_reaches_the_output_at_initialisation(method):
+    """Under the default options the base expert matters from the first step: at initialisation
+    the method differs from ``smear`` on the same experts and router, and the base's gradient is
+    of the order of the experts' (on the first release: 3e-6 against 15)."""
+    layers = make_layers(method, 3, seed=40)
+    sm = make_layers("smear", 3, seed=41)
+    for c, s in zip(layers, sm):
+        s.load_state_dict({k: v for k, v in c.state_dict().items() if k.startswith(("router.", "experts."))})
+    x = inputs()
+    h, _ = run_stack(layers, x)
+    h_smear, _ = run_stack(sm, x)
+    assert (h - h_smear).abs().max() > 0.05 * (h_smear - x).abs().max()
+    w = torch.randn(h.shape, generator=torch.Generator().manual_seed(42), dtype=DT)
+    (h * w).sum().backward()
+    base = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in layers[0].base.parameters()]))
+    experts = [torch.linalg.vector_norm(torch.cat([p.grad[i].flatten() for p in layers[0].experts.parameters()])) for i in range(N)]
+    mean_expert = sum(experts) / N
+    assert 0.1 * mean_expert < base < 10 * mean_expert, (base.item(), mean_expert.item())
 
 
 def _orthogonal_domain_vectors(spec, num_experts, norm, seed):
@@ -292,11 +318,11 @@ def test_propagated_base_gets_gradient_from_the_top_of_the_stack(method):
         assert nonzero_grad(p), name
 
 
-def test_base_gets_no_gradient_at_identity_curvature():
-    """Documented consequence of METHODS.md: with ``M_i = I`` and scores summing to 1 the merge
-    ``E_m + Σ s_i (E_i − E_m)`` does not depend on ``E_m``, so the base's gradient is exactly
-    zero until the curvature factors move away from the identity."""
-    layers = make_layers("ep_camex", 3, options={"gamma": 0.5}, seed=28)
+def test_base_gets_no_gradient_at_identity_curvature_without_mask():
+    """Documented consequence of METHODS.md: with ``M_i = I``, no mask and scores summing to 1 the
+    merge ``E_m + Σ s_i (E_i − E_m)`` does not depend on ``E_m``, so the base's gradient is exactly
+    zero until the curvature factors move away from the identity (not the defaults: see above)."""
+    layers = make_layers("ep_camex", 3, options={"gamma": 0.5, **UNMASKED_IDENTITY}, seed=28)
     h, _ = run_stack(layers, inputs())
     h.pow(2).sum().backward()
     scale = max(p.grad.abs().max().item() for p in layers[0].experts.parameters())
@@ -419,7 +445,7 @@ def test_ties_mask_drops_a_disagreeing_expert():
     torch.testing.assert_close(merged_for(changed)["w_in"][:, 0, 0], expected, rtol=0, atol=1e-12)
 
     # and the whole layer runs with the mask, differing from the unmasked layer
-    plain = make_layers("camex", 1, num_experts=3, seed=32)[0]
+    plain = make_layers("camex", 1, num_experts=3, options={"mask": "none"}, seed=32)[0]
     plain.load_state_dict(layer.state_dict())
     x = inputs()
     y_ties, y_plain = layer(x).y, plain(x).y

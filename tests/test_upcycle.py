@@ -41,7 +41,11 @@ IMAGE_METHODS = [m for m in METHODS if supports(m, "image")]
 
 @functools.lru_cache(maxsize=None)
 def _build(kind: str) -> nn.Module:
-    torch.manual_seed(1234)
+    return _make(kind, seed=1234)
+
+
+def _make(kind: str, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
     if kind == "timm_mlp":
         return timm.layers.Mlp(D, H)
     if kind == "timm_swiglu":
@@ -279,9 +283,119 @@ def test_upcycled_two_layer_stack_equals_dense(kind, method):
             assert_close(y, ref, atol=1e-5)
     assert state.depth == 2
     if method in PROPAGATING:
-        # all domain vectors are 0, so the propagated base is the dense FFN itself
+        # all domain vectors are 0, so the base moves by nothing: the offset handed on is 0 and
+        # each layer's anchor is the dense FFN
         for name, value in expected_params(kind, module).items():
-            assert torch.allclose(state.base[name], value, atol=1e-7, rtol=0), name
+            assert torch.allclose(state.base[name], torch.zeros_like(value), atol=1e-7, rtol=0), name
+            for layer in layers:
+                assert torch.equal(layer.method.anchor()[name], value), name
+
+
+# --- a stack of DISTINCT dense layers: the upcycled model equals the dense model ----------------
+
+#: Option sets, each applied to the methods that have all of its options.
+OPTION_SETS = {
+    "defaults": {},
+    "rank3_camex_init": {"curvature_rank": 3},
+    "identity_no_mask": {"curvature_rank": 2, "curvature_init": "identity", "mask": "none"},
+    "router_per_matrix_layernorm": {"router": "per_matrix", "router_norm": "layernorm", "routing_padding": "include"},
+    "topk_fallback": {"topk_fallback": True, "expert_dropout": 0.1},
+    "nash_both_raw": {"placement": "both", "normalisation": "raw", "gamma": 0.5},
+    "momentum": {"momentum_radius": 0.9, "momentum_angle": 0.3},
+    "reference_preset_offset": "reference",
+}
+STACK_DEPTH = 3  # namex_mom's momentum first acts on the base of the third MoE layer
+
+
+def option_cases():
+    """``(kind, method, options)``: every option set on a GELU MLP, the defaults on a SwiGLU too."""
+    for method in METHODS:
+        yield pytest.param("llama_mlp", method, {}, id=f"llama_mlp-{method}-defaults")
+        cls = namex_bench.get_method(method)
+        for label, options in OPTION_SETS.items():
+            if options == "reference":
+                if "reference" not in cls.presets:
+                    continue
+                options = {**cls.preset_options("reference")}
+                if "propagation" in options:
+                    options["propagation"] = "offset"
+            if method == "smoe" and options.get("router") == "per_matrix":
+                continue
+            if set(options) <= set(cls.option_defaults()):
+                yield pytest.param("timm_mlp", method, options, id=f"timm_mlp-{method}-{label}")
+
+
+@functools.lru_cache(maxsize=None)
+def dense_stack(kind: str, depth: int = STACK_DEPTH, dtype=torch.float64) -> list[nn.Module]:
+    """``depth`` dense FFNs of one kind with different weights (cached: never modified)."""
+    modules = [_make(kind, seed=100 + i).to(dtype).eval() for i in range(depth)]
+    first = expected_params(kind, modules[0])
+    assert all(not torch.equal(first[n], expected_params(kind, m)[n]) for m in modules[1:] for n in first)
+    return modules
+
+
+def residual_stack(outputs_of, x):
+    """``h ← h + f_l(h)`` layer by layer; returns every layer's output."""
+    outs, h = [], x
+    for f in outputs_of:
+        y = f(h)
+        outs.append(y)
+        h = h + y
+    return outs
+
+
+def moe_stack_fns(layers, mask=None):
+    state = {"state": None}
+
+    def make(layer):
+        def run(h):
+            out = layer(h, state["state"], padding_mask=mask)
+            state["state"] = out.state
+            return out.y
+        return run
+
+    return [make(layer) for layer in layers]
+
+
+@pytest.mark.parametrize("kind, method, options", list(option_cases()))
+def test_upcycled_stack_of_distinct_layers_equals_dense_model(kind, method, options):
+    """Each MoE layer upcycled from its own dense FFN: the stack computes the dense model, under
+    every method's default options and non-default ones. (Reusing one dense module for every
+    layer hides that expert propagation carries layer l's FFN into layer l+1.)"""
+    modules = dense_stack(kind)
+    layers = [namex_bench.upcycle(m, N, method, method_options=options, moe_index=i).eval() for i, m in enumerate(modules)]
+    x, mask = inputs(torch.float64, B=3, scale=2.0), padding_mask(B=3)
+    with torch.no_grad():
+        ref = residual_stack([functools.partial(dense_output, kind, m) for m in modules], x)
+        for got_mask in (None, mask):
+            outs = residual_stack(moe_stack_fns(layers, got_mask), x)
+            for y, want in zip(outs, ref):
+                assert_close(y, want, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", PROPAGATING)
+def test_paper_propagation_in_an_upcycled_stack_equals_dense_only_when_curvature_is_identity(method):
+    """The literal reading (``propagation="paper"``): layer l+1 merges around a base derived from
+    layer l's FFN. With ``M_i = I`` (rank 1) its merge still gives layer l+1's FFN — every
+    expert's τ is the same, so the TIES mask is 1 and ``E_m + Σ s_i τ = B^{l+1}`` — but with the
+    CAMEx code's ``M_i = R·I``, R > 1, the upcycled model is no longer the dense one; ``offset``
+    (the default) is."""
+    modules = dense_stack("timm_mlp")
+    x = inputs(torch.float64)
+    with torch.no_grad():
+        ref = residual_stack([functools.partial(dense_output, "timm_mlp", m) for m in modules], x)
+
+        def outputs(**options):
+            layers = [namex_bench.upcycle(m, N, method, method_options=options, moe_index=i).eval() for i, m in enumerate(modules)]
+            return residual_stack(moe_stack_fns(layers), x)
+
+        for y, want in zip(outputs(propagation="paper"), ref):
+            assert_close(y, want, atol=1e-10)
+        paper = outputs(propagation="paper", curvature_rank=2)
+        assert_close(paper[0], ref[0], atol=1e-10)  # the first layer merges around its own base
+        assert (paper[1] - ref[1]).abs().max() > 1e-2
+        for y, want in zip(outputs(propagation="offset", curvature_rank=2), ref):
+            assert_close(y, want, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["gpt2_mlp", "llama_mlp"])

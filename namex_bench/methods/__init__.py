@@ -4,7 +4,7 @@ Every module of this package is imported when the registry is first read, so a n
 built-in method is one new file here and nothing else.
 """
 
-from .base import BaseExpert, MergeInputs, MergeOutput, MergingMethod
+from .base import BaseExpert, MergeInputs, MergeOutput, MergingMethod, Preset
 from .registry import available_methods, get_method, load_plugins, register_method
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "MergeInputs",
     "MergeOutput",
     "MergingMethod",
+    "Preset",
     "available_methods",
     "get_method",
     "load_plugins",

@@ -15,19 +15,36 @@ Class attributes declare what the layer must provide:
                      expert — none, every layer, or only the first (the later layers
                      receive it through the :class:`PropagationState`);
 ``default_top_k``  — the router's ``k`` when the user gives none (``None`` = all ``N``);
-``fixed_top_k_is_n`` — the method is defined with dense routing only (``k = N``).
+``fixed_top_k_is_n`` — the method is defined with dense routing only (``k = N``);
+``presets``        — named sets of options (:class:`Preset`), e.g. ``reference``: the method
+                     as its authors' code runs it.
+
+Every method also takes the *routing options* of :class:`MergingMethod` (``router``,
+``router_norm``, ``routing_padding``), which the layer reads from ``method.routing`` to build
+and pool its routers: routing is part of how each paper defines its method (CAMEx's code
+routes each weight matrix separately, SMEAR's router normalises), so it is chosen with the
+method, per suite entry, while the layer does the routing. A method with options of its own
+passes ``**routing`` on to ``MergingMethod.__init__``.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 from torch import Tensor, nn
 
-from ..moe.experts import ExpertBank, ExpertParams, ExpertSpec, MergedExperts, ffn
+from ..moe.experts import ExpertBank, ExpertParams, ExpertSpec, MergedExperts, ffn, ffn_hidden, ffn_output
+from ..moe.pooling import ROUTING_PADDING
+from ..moe.router import ROUTER_NORMS
 from ..moe.state import PropagationState
+
+ROUTERS = ("shared", "per_matrix")
+
+#: ``merge(scores [G, N], names)`` → the named parameters of every group's merged expert ``[G, ...]``.
+MergeFn = Callable[[Tensor, tuple[str, ...]], ExpertParams | MergedExperts]
 
 
 class BaseExpert(enum.Enum):
@@ -46,7 +63,11 @@ class MergeInputs:
     scores ``s`` (top-k softmax, zeros elsewhere); ``bank`` — the layer's experts;
     ``base`` — ``E_m`` for this layer (its own, or the propagated one), or ``None``;
     ``state`` — the propagation state from the layer below; ``moe_index`` — the
-    layer's position among the model's MoE layers.
+    layer's position among the model's MoE layers; ``top_k`` — the router's ``k``;
+    ``route_hidden`` — with a router per weight matrix, the router of the output matrices:
+    the scores ``[G, N]`` of the groups' hidden states ``[G, L, d_hidden]`` (pooled as the
+    tokens are); ``None`` when one router's scores merge every matrix. Methods that merge
+    call :meth:`MergingMethod.run_merged`, which uses it.
     """
 
     tokens: Tensor
@@ -55,6 +76,8 @@ class MergeInputs:
     base: ExpertParams | None
     state: PropagationState
     moe_index: int
+    top_k: int | None = None
+    route_hidden: Callable[[Tensor], Tensor] | None = None
 
 
 @dataclass
@@ -66,12 +89,41 @@ class MergeOutput:
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RoutingOptions:
+    """How the layer routes for a method (the method's routing options, see :class:`MergingMethod`)."""
+
+    router: str = "shared"
+    router_norm: str = "none"
+    routing_padding: str = "exclude"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of a method's options, and where it comes from."""
+
+    description: str
+    options: dict[str, Any]
+
+
 class MergingMethod(nn.Module):
     """Base class of merging methods (see the module docstring for the contract).
 
     Subclasses take ``(spec, num_experts, **options)`` in ``__init__``; every option is a
     keyword argument with a default, documented in the class docstring. The first line
     of the class docstring is the method's one-line description.
+
+    Routing options (every method):
+        router ("shared" | "per_matrix"): one router for every weight matrix (default), or a
+            router per weight matrix as the CAMEx reference code: the input matrices are
+            merged with the scores of the group's mean input, the output matrices with the
+            scores of the group's mean *hidden state* (after the activation), each from its
+            own router (:meth:`run_merged`). Not for token routing.
+        router_norm ("none" | "layernorm"): a linear router (default), or SMEAR's: LayerNorm on
+            the pooled input and LayerNorm-normalised router weights, no bias.
+        routing_padding ("exclude" | "include"): routing means over the real tokens (default),
+            or over every position, padding included, as the reference code (which takes
+            no padding mask) computes them.
     """
 
     name: ClassVar[str] = ""
@@ -79,20 +131,83 @@ class MergingMethod(nn.Module):
     base_expert: ClassVar[BaseExpert] = BaseExpert.NONE
     default_top_k: ClassVar[int | None] = None
     fixed_top_k_is_n: ClassVar[bool] = False
+    presets: ClassVar[dict[str, Preset]] = {}
 
-    def __init__(self, spec: ExpertSpec, num_experts: int):
+    def __init__(
+        self,
+        spec: ExpertSpec,
+        num_experts: int,
+        router: Literal["shared", "per_matrix"] = "shared",
+        router_norm: Literal["none", "layernorm"] = "none",
+        routing_padding: Literal["exclude", "include"] = "exclude",
+    ):
         super().__init__()
+        for option, value, known in (("router", router, ROUTERS), ("router_norm", router_norm, ROUTER_NORMS), ("routing_padding", routing_padding, ROUTING_PADDING)):
+            if value not in known:
+                raise ValueError(f"{option} must be one of {known}, got {value!r}")
         self.spec = spec
         self.num_experts = num_experts
+        self.routing = RoutingOptions(router, router_norm, routing_padding)
 
     @classmethod
     def description(cls) -> str:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """Every option with its default, from the ``__init__`` signatures up the MRO."""
+        options: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            for name, param in inspect.signature(init).parameters.items():
+                if name not in ("self", "spec", "num_experts") and param.default is not inspect.Parameter.empty:
+                    options[name] = param.default
+        return options
+
+    @classmethod
+    def preset_options(cls, preset: str | None) -> dict[str, Any]:
+        """The options of the named preset (``{}`` for ``None``); ``KeyError`` names the known ones."""
+        if preset is None:
+            return {}
+        if preset not in cls.presets:
+            known = ", ".join(cls.presets) or "none"
+            raise KeyError(f"method {cls.name or cls.__name__!r} has no preset {preset!r}; its presets: {known}")
+        return dict(cls.presets[preset].options)
+
+    @classmethod
+    def given_options(cls, preset: str | None, options: dict[str, Any]) -> dict[str, Any]:
+        """The options a suite entry sets: its preset's, overridden by its own ``options``."""
+        return {**cls.preset_options(preset), **options}
+
+    def init_from_dense(self, dense: ExpertParams) -> None:
+        """Called when the layer is upcycled from a dense FFN (``dense``: its parameters, no
+        expert axis), after the experts and base expert are loaded. A method may keep what it
+        derives from it (``ep_camex``'s propagation anchor); by default it keeps nothing."""
+
     def forward(self, inputs: MergeInputs) -> MergeOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def apply_merged(self, tokens: Tensor, merged: ExpertParams | MergedExperts) -> Tensor:
-        """Every group's tokens through its own merged expert: ``[G, L, d]`` (see :func:`~namex_bench.moe.experts.ffn`)."""
+        """Every group's tokens through its own merged expert: ``[G, L, d_out]`` (one router; see
+        :func:`~namex_bench.moe.experts.ffn`)."""
         return ffn(tokens, merged, self.spec)
+
+    def run_merged(self, inputs: MergeInputs, merge: MergeFn) -> Tensor:
+        """The groups' outputs ``[G, L, d_out]`` through their merged experts.
+
+        ``merge(scores, names)`` builds the named parameters of every group's merged expert
+        from scores ``[G, N]``. With one router, every parameter is merged with
+        ``inputs.scores``. With a router per weight matrix (``inputs.route_hidden``), the
+        FFN is merged and applied stage by stage:
+
+            h = ffn_hidden(x; merge(s_in, input stage)),   s_in  = inputs.scores
+            y = ffn_output(h; merge(s_out, output stage)), s_out = inputs.route_hidden(h)
+        """
+        spec = self.spec
+        if inputs.route_hidden is None:
+            return ffn(inputs.tokens, merge(inputs.scores, tuple(spec.param_shapes)), spec)
+        hidden = ffn_hidden(inputs.tokens, merge(inputs.scores, spec.stage_params(output=False)), spec)
+        return ffn_output(hidden, merge(inputs.route_hidden(hidden), spec.stage_params(output=True)), spec)

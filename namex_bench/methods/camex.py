@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from ..moe.experts import ExpertParams, MergedExperts, combine, merge_around
-from .base import BaseExpert, MergeInputs, MergeOutput, MergingMethod
+import torch
+import torch.nn.functional as F
+
+from ..moe.experts import ExpertParams, MergedExperts, combine, merge_around, soft_merge, subset
+from .base import BaseExpert, MergeFn, MergeInputs, MergeOutput, MergingMethod, Preset
 from .curvature import KroneckerCurvature
 from .registry import register_method
 
 MASKS = ("none", "ties")
+
+#: How the CAMEx scripts run the layer (kpup1710/CAMEx @ 11ba81d, ``tasks/*/run_*.sh``; the layer
+#: in ``transformers/models/curve_layer_high_rank.py``). TIES bypasses the code's Dropout2d.
+CAMEX_REFERENCE = {
+    "curvature_rank": 8,
+    "curvature_init": "camex",
+    "mask": "ties",
+    "expert_dropout": 0.0,
+    "topk_fallback": True,
+    "router": "per_matrix",
+    "routing_padding": "include",
+}
+CAMEX_REFERENCE_SOURCE = (
+    "kpup1710/CAMEx @ 11ba81d (transformers/models/curve_layer_high_rank.py; tasks/*/run_*.sh): rank 8, every "
+    "curvature factor I (M = 8·I), TIES, a router per weight matrix, the plain top-k sum when 2k < N, routing "
+    "means over padding too, no Dropout2d (the code applies it only without TIES). The scripts' model side is "
+    "the suite's to set: num_experts 7 (k = 7), aux_loss cv2 with coefficient 1e-2, first_segment self"
+)
 
 
 def ties_mask(tau: ExpertParams) -> ExpertParams:
@@ -21,20 +42,45 @@ def ties_mask(tau: ExpertParams) -> ExpertParams:
 class CAMEx(MergingMethod):
     """Curvature-aware merging: Ê_g = E_m + Σ_i s_gi · mask_i ⊙ M_i(E_i − E_m), with a trainable base E_m per layer.
 
-    Options:
+    Options (and the routing options of every method):
         curvature_rank (int, 1): ``R``, the number of Kronecker terms of each ``M_i``.
-        curvature_init ("identity" | "camex"): ``M_i = I`` at the start, or every
-            factor ``= I`` as in the CAMEx code (``M_i = R·I``).
-        mask ("none" | "ties"): the TIES sign-election mask on the raw ``τ``, or none.
+        curvature_init ("camex" | "identity"): every factor ``= I`` as in the CAMEx code
+            (``M_i = R·I``; default), or ``M_i = I`` (each factor ``R^{-1/4}·I``).
+        mask ("ties" | "none"): the TIES sign-election mask on the raw ``τ`` (default), or none.
+            With ``M_i = I``, no mask and scores summing to 1 the base cancels
+            (``E_m + Σ s_i (E_i − E_m) = Σ s_i E_i``: ``camex`` would be ``smear``); the mask
+            (``Σ_i s_i mask_i ≠ 1`` elementwise) keeps it in the merge from the first step.
+        expert_dropout (float, 0): in training, each (group, expert) term ``s_gi·mask_i ⊙ τ̃_i`` is
+            dropped with this probability and the others scaled by ``1/(1 − p)`` — the CAMEx
+            code's ``Dropout2d(p=0.1)``, which it applies only without TIES.
+        topk_fallback (bool, False): when ``2k < N``, merge as the CAMEx code does: the plain
+            top-k sum ``Σ_i s_gi E_i``, with neither base nor curvature.
+
+    Preset ``reference``: the layer as the CAMEx scripts run it.
     """
 
     base_expert = BaseExpert.EVERY_LAYER
+    presets = {"reference": Preset(f"as the CAMEx scripts run it — {CAMEX_REFERENCE_SOURCE}", CAMEX_REFERENCE)}
 
-    def __init__(self, spec, num_experts, curvature_rank: int = 1, curvature_init: str = "identity", mask: str = "none"):
-        super().__init__(spec, num_experts)
+    def __init__(
+        self,
+        spec,
+        num_experts,
+        curvature_rank: int = 1,
+        curvature_init: Literal["camex", "identity"] = "camex",
+        mask: Literal["ties", "none"] = "ties",
+        expert_dropout: float = 0.0,
+        topk_fallback: bool = False,
+        **routing,
+    ):
+        super().__init__(spec, num_experts, **routing)
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        if not 0.0 <= expert_dropout < 1.0:
+            raise ValueError(f"expert_dropout must be in [0, 1), got {expert_dropout}")
         self.mask = mask
+        self.expert_dropout = expert_dropout
+        self.topk_fallback = topk_fallback
         self.curvature = KroneckerCurvature(spec, num_experts, rank=curvature_rank, init=curvature_init)
 
     def domain_vectors(self, experts: ExpertParams, base: ExpertParams) -> tuple[ExpertParams, ExpertParams]:
@@ -43,12 +89,22 @@ class CAMEx(MergingMethod):
         return tau, self.curvature(tau)
 
     def merge(self, base: ExpertParams, tau: ExpertParams, tau_tilde: ExpertParams, scores: torch.Tensor) -> MergedExperts:
-        """``Ê_g = E_m + Σ_i s_gi · mask_i ⊙ τ̃_i`` for every group ``g``."""
+        """``Ê_g = E_m + Σ_i s_gi · mask_i ⊙ τ̃_i`` for every group ``g`` (and every parameter of ``tau``),
+        each (group, expert) term dropped with probability ``expert_dropout`` in training."""
         if self.mask == "ties":
             tau_tilde = combine(tau_tilde, ties_mask(tau), torch.mul)
+        scores = F.dropout(scores, self.expert_dropout, self.training) if self.expert_dropout else scores
         return merge_around(base, scores, tau_tilde)
+
+    def merge_fn(self, inputs: MergeInputs, base: ExpertParams, tau: ExpertParams, tau_tilde: ExpertParams) -> MergeFn:
+        """``merge(scores, names)`` for :meth:`run_merged`: the curvature-aware merge, or the plain
+        top-k sum when ``topk_fallback`` and ``2k < N``."""
+        if self.topk_fallback and 2 * (inputs.top_k or self.num_experts) < self.num_experts:
+            experts = inputs.bank.params()
+            return lambda scores, names: soft_merge(scores, subset(experts, names))
+        return lambda scores, names: self.merge(subset(base, names), subset(tau, names), subset(tau_tilde, names), scores)
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
         tau, tau_tilde = self.domain_vectors(inputs.bank.params(), inputs.base)
-        merged = self.merge(inputs.base, tau, tau_tilde, inputs.scores)
-        return MergeOutput(self.apply_merged(inputs.tokens, merged), inputs.state.advanced())
+        output = self.run_merged(inputs, self.merge_fn(inputs, inputs.base, tau, tau_tilde))
+        return MergeOutput(output, inputs.state.advanced())

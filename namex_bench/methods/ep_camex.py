@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+import torch
 from torch import Tensor
 
 from ..moe.experts import ExpertParams, combine
 from ..moe.state import PropagationState
-from .base import BaseExpert, MergeInputs, MergeOutput
-from .camex import CAMEx
+from .base import BaseExpert, MergeInputs, MergeOutput, Preset
+from .camex import CAMEX_REFERENCE, CAMEX_REFERENCE_SOURCE, CAMEx
 from .registry import register_method
+
+PROPAGATIONS = ("offset", "paper")
 
 
 @register_method("ep_camex")
@@ -19,13 +24,65 @@ class EPCAMEx(CAMEx):
     shape. Options: those of ``camex``, and
 
         gamma (float, 1.0): ``γ``, the step of the base expert from one layer to the next.
+        propagation ("offset" | "paper"): how the base moves between layers of an *upcycled*
+            model, whose layers start from different dense FFNs ``B^l``. ``paper`` reads the
+            recursion literally: layer ``l+1`` merges around a base derived from layer ``l``'s
+            FFN, so the upcycled model no longer equals its dense model unless ``M_i = I``.
+            ``offset`` (default) propagates the base's offset from each layer's own start:
+            ``E_m^{l+1} = B^{l+1} + (E_m^l − B^l) + γ·d^l``, with ``B^l`` a frozen copy of
+            layer ``l``'s dense FFN taken at upcycling (its *anchor*). An upcycled model then
+            equals its dense model at initialisation under any options, and the base of every
+            layer starts among that layer's experts. A model not upcycled has zero anchors, and
+            ``offset`` is ``paper`` exactly.
     """
 
     base_expert = BaseExpert.FIRST_LAYER
+    presets = {
+        "reference": Preset(
+            "CAMEx's layer as its scripts run it, the propagation read literally (propagation: paper), everything "
+            "else as METHODS.md specifies (the method's defaults). The layer: " + CAMEX_REFERENCE_SOURCE,
+            {**CAMEX_REFERENCE, "propagation": "paper"},
+        )
+    }
 
-    def __init__(self, spec, num_experts, gamma: float = 1.0, **camex_options):
+    def __init__(self, spec, num_experts, gamma: float = 1.0, propagation: Literal["offset", "paper"] = "offset", **camex_options):
         super().__init__(spec, num_experts, **camex_options)
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")
         self.gamma = gamma
+        self.propagation = propagation
+        if propagation == "offset":
+            for name, shape in spec.param_shapes.items():
+                self.register_buffer(f"anchor_{name}", torch.zeros(shape))
+
+    def anchor(self) -> ExpertParams | None:
+        """``B^l``, this layer's frozen starting point (``offset`` propagation), or ``None`` (``paper``)."""
+        if self.propagation != "offset":
+            return None
+        return {name: getattr(self, f"anchor_{name}") for name in self.spec.param_shapes}
+
+    def init_from_dense(self, dense: ExpertParams) -> None:
+        anchor = self.anchor()
+        if anchor is not None:
+            with torch.no_grad():
+                for name, value in dense.items():
+                    anchor[name].copy_(value)
+
+    def layer_base(self, inputs: MergeInputs) -> ExpertParams:
+        """``E_m^l``: the first layer's own base; in a later layer the propagated one, plus the
+        layer's anchor ``B^l`` (``offset``: what arrives is ``E_m^l − B^l``)."""
+        anchor = self.anchor()
+        if inputs.moe_index == 0 or anchor is None:
+            return inputs.base
+        return combine(inputs.base, anchor, torch.add)
+
+    def handed_on(self, state: PropagationState, next_base: ExpertParams, **changes) -> PropagationState:
+        """The state for the layer above, carrying ``E_m^{l+1}`` — minus this layer's anchor ``B^l``
+        under ``offset`` (the layer above adds its own)."""
+        anchor = self.anchor()
+        if anchor is not None:
+            next_base = combine(next_base, anchor, torch.sub)
+        return state.advanced(base=next_base, **changes)
 
     def direction(self, tau_tilde: ExpertParams) -> tuple[ExpertParams, dict[str, Tensor]]:
         """``d^l = (1/N) Σ_i τ̃_i^l``, the step towards the experts' centroid, and diagnostics."""
@@ -33,11 +90,12 @@ class EPCAMEx(CAMEx):
 
     def propagate(self, state: PropagationState, base: ExpertParams, d: ExpertParams) -> PropagationState:
         """``E_m^{l+1} = E_m^l + γ · d^l``."""
-        return state.advanced(base=combine(base, d, lambda b, step: b + self.gamma * step))
+        return self.handed_on(state, combine(base, d, lambda b, step: b + self.gamma * step))
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
-        tau, tau_tilde = self.domain_vectors(inputs.bank.params(), inputs.base)
-        merged = self.merge(inputs.base, tau, tau_tilde, inputs.scores)
+        base = self.layer_base(inputs)
+        tau, tau_tilde = self.domain_vectors(inputs.bank.params(), base)
+        output = self.run_merged(inputs, self.merge_fn(inputs, base, tau, tau_tilde))
         d, stats = self.direction(tau_tilde)
-        state = self.propagate(inputs.state, inputs.base, d)
-        return MergeOutput(self.apply_merged(inputs.tokens, merged), state, stats)
+        state = self.propagate(inputs.state, base, d)
+        return MergeOutput(output, state, stats)

@@ -63,16 +63,18 @@ class NAMEx(EPCAMEx):
         return alpha.to(G.dtype), {"nbs_weights": alpha.to(G.dtype), "nbs_residual": residual.to(G.dtype)}
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
-        tau, tau_tilde = self.domain_vectors(inputs.bank.params(), inputs.base)
+        base = self.layer_base(inputs)
+        tau, tau_tilde = self.domain_vectors(inputs.bank.params(), base)
         alpha, stats = self.nash_weights(tau_tilde, inputs.bank.params())
-        scores = inputs.scores
+        merge = self.merge_fn(inputs, base, tau, tau_tilde)
         if self.placement in ("merge", "both"):
-            scores = alpha.to(scores.dtype).expand_as(scores)
-        merged = self.merge(inputs.base, tau, tau_tilde, scores)
+            merge_by_scores = merge
+            merge = lambda scores, names: merge_by_scores(alpha.to(scores.dtype).expand_as(scores), names)  # noqa: E731
+        output = self.run_merged(inputs, merge)
         if self.placement in ("propagation", "both"):
             d = weighted_sum(alpha.unsqueeze(0), tau_tilde)
             d = {name: t[0] for name, t in d.items()}
         else:
             d, _ = self.direction(tau_tilde)
-        state = self.propagate(inputs.state, inputs.base, d)
-        return MergeOutput(self.apply_merged(inputs.tokens, merged), state, stats)
+        state = self.propagate(inputs.state, base, d)
+        return MergeOutput(output, state, stats)

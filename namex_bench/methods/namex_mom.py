@@ -51,4 +51,4 @@ class NAMExMom(NAMEx):
         for name in d:
             real[name], imag[name] = complex_momentum_step(state_real[name], state_imag[name], d[name], self.beta)
         next_base = {name: base[name] + self.gamma * real[name] for name in base}
-        return state.advanced(base=next_base, momentum=(real, imag))
+        return self.handed_on(state, next_base, momentum=(real, imag))

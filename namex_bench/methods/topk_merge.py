@@ -12,3 +12,4 @@ class TopKMerge(SMEAR):
 
     fixed_top_k_is_n = False
     default_top_k = 2
+    presets = {}  # no reference code: MEO's merging is not published

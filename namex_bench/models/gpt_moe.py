@@ -11,9 +11,10 @@ read like nanoGPT's::
 Merging methods route ``segment`` s of ``segment_length`` tokens: segment ``j`` is merged
 with the router's scores of segment ``j − 1``'s mean, and the first segment with the
 router's prior (the zero vector's scores, ``first_segment: prior``, the default) — so no
-token's output depends on a later token (tested). Lory's ``first_segment: self`` (the
-first segment's own mean, detached) lets the first segment's later tokens shape the
-merge its earlier tokens use, a leak in next-token training; it remains an option. ``smoe`` routes each token. From scratch, the experts start as copies of the
+token's output depends on a later token (tested). ``first_segment: self`` (the first
+segment's own scores, detached, as the CAMEx code) lets the first segment's later tokens
+shape the merge its earlier tokens use, a leak in next-token training; it remains an
+option. ``smoe`` routes each token. From scratch, the experts start as copies of the
 block's freshly initialised MLP plus ``upcycle_noise`` (default 0.01 relative) so that
 they can diverge.
 """

@@ -26,6 +26,8 @@ Qwen1.5-MoE-A2.7B and DeepSeek-V2 checkpoints) — the mean of the routed expert
 ``base="shared"`` insists on the shared expert (error if there is none or its shape
 differs); ``base="mean"`` always takes the mean. The shared branch's output is added in
 either case: ``E_m`` is a copy that the merging method may train, not a replacement.
+Expert propagation's ``offset`` reading anchors every layer's base at that layer's own
+shared expert (or mean), as an upcycled layer's at its dense FFN.
 
 **Routing** follows the architecture (:class:`HFRouting`, read from the model's config):
 
@@ -71,6 +73,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..methods.base import BaseExpert
 from ..methods.registry import get_method
 from ..moe.experts import ExpertParams, ExpertSpec
 from ..moe.layer import MoELayer
@@ -371,6 +374,8 @@ def adapt_moe_llm(
         if k is None and not method_cls.fixed_top_k_is_n:
             k = min(routing.top_k, num_experts)
         layer = MoELayer(spec, num_experts, method_cls, method_options, top_k=k, pooling=pooling, moe_index=moe_index, **layer_options)
+        if layer.hidden_router is not None or layer.router.input_norm is not None:
+            raise ValueError(f"method {name!r}: the pretrained router is one linear router; its options router/router_norm must be 'shared'/'none'")
         layer.router = HFRouter(
             d_model, num_experts, layer.router.top_k, normalize_top_k=routing.normalize_top_k,
             group_limited=routing.group_limited if layer.router.top_k < num_experts else None,
@@ -381,8 +386,11 @@ def adapt_moe_llm(
             layer.router.gate.weight.copy_(router_weight)
             for pname, value in experts.items():
                 getattr(layer.experts, pname).copy_(value)
-            if layer.base is not None:
-                layer.base.load_dense(_base_params(qualname, shared, spec, experts, base))
+            if method_cls.base_expert is not BaseExpert.NONE:
+                initial_base = _base_params(qualname, shared, spec, experts, base)
+                if layer.base is not None:
+                    layer.base.load_dense(initial_base)
+                layer.method.init_from_dense(initial_base)  # expert propagation: the layer's anchor
         new_block = HFMoEBlock(MoESlot(layer, passes), shared, routing.routed_scaling_factor, return_router_logits)
         parent_name, _, child = qualname.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new_block)

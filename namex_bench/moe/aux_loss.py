@@ -31,8 +31,12 @@ def switch_loss(routing: Routing, valid: Tensor) -> Tensor:
 
 
 def cv_squared(v: Tensor, eps: float = 1e-10) -> Tensor:
-    """Squared coefficient of variation ``Var(v) / (mean(v)² + ε)`` (population variance)."""
-    return v.var(correction=0) / (v.mean() ** 2 + eps)
+    """Squared coefficient of variation ``Var(v) / (mean(v)² + ε)`` over the ``N`` experts, with the
+    unbiased variance (``1/(N−1)``) as the CAMEx reference code (and the implementation of Shazeer's
+    loss it builds on) computes it; 0 for a single expert."""
+    if v.shape[-1] < 2:
+        return v.new_zeros(())
+    return v.var() / (v.mean() ** 2 + eps)
 
 
 def importance_load_loss(routing: Routing, valid: Tensor) -> Tensor:

@@ -1,10 +1,19 @@
 """Experts: FFN weights stacked along a leading expert axis, and the algebra on them.
 
-An expert is an FFN. Two shapes are supported:
+An expert is an FFN. Three shapes are supported:
 
 * ``mlp`` — two matrices, ``FFN(x) = W_out · act(W_in x + b_in) + b_out`` (GELU by default);
 * ``glu`` — three matrices, ``FFN(x) = W_down · (act(W_gate x + b_gate) ⊙ (W_up x + b_up)) + b_down``
-  (SiLU by default, i.e. SwiGLU).
+  (SiLU by default, i.e. SwiGLU);
+* ``linear`` — one matrix, ``FFN(x) = W x + b`` from ``d_model`` to ``d_hidden`` features (no
+  activation): a merged linear map, the unit the CAMEx reference code merges (its T5 FFN is
+  two of them, each with its own router).
+
+An FFN runs in two stages: the *input* matrices map ``x`` to the hidden state ``h``
+(``act(W_in x + b_in)``; ``act(W_gate x + b_gate) ⊙ (W_up x + b_up)``; ``W x + b``), and the
+*output* matrices map ``h`` to ``y`` (``W_out h + b_out``; ``W_down h + b_down``; none for
+``linear``). A layer with a router per weight matrix merges the two stages with different
+scores (see :meth:`namex_bench.methods.MergingMethod.run_merged`).
 
 Weights follow ``torch.nn.Linear``: a matrix is ``[out, in]``. A set of experts is an
 :data:`ExpertParams` — a ``dict`` from parameter name to a tensor whose leading axes
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Literal
 
 import torch
@@ -36,17 +46,17 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 @dataclass(frozen=True)
 class ExpertSpec:
-    """The shape of one expert FFN."""
+    """The shape of one expert FFN (for ``linear``, ``d_hidden`` is the output width)."""
 
     d_model: int
     d_hidden: int
-    kind: Literal["mlp", "glu"] = "mlp"
+    kind: Literal["mlp", "glu", "linear"] = "mlp"
     activation: str = "gelu"
     bias: bool = True
 
     def __post_init__(self) -> None:
-        if self.kind not in ("mlp", "glu"):
-            raise ValueError(f"expert kind must be 'mlp' or 'glu', got {self.kind!r}")
+        if self.kind not in ("mlp", "glu", "linear"):
+            raise ValueError(f"expert kind must be 'mlp', 'glu' or 'linear', got {self.kind!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {self.activation!r}; known: {', '.join(sorted(ACTIVATIONS))}"
@@ -60,7 +70,23 @@ class ExpertSpec:
         d, h = self.d_model, self.d_hidden
         if self.kind == "mlp":
             return {"w_in": (h, d), "w_out": (d, h)}
+        if self.kind == "linear":
+            return {"w": (h, d)}
         return {"w_gate": (h, d), "w_up": (h, d), "w_down": (d, h)}
+
+    @property
+    def d_out(self) -> int:
+        """The width of the FFN's output: ``d_model``, or ``d_hidden`` for a ``linear`` expert."""
+        return self.d_hidden if self.kind == "linear" else self.d_model
+
+    @property
+    def output_matrices(self) -> tuple[str, ...]:
+        """The matrices of the output stage (applied to the hidden state): none for ``linear``."""
+        return {"mlp": ("w_out",), "glu": ("w_down",), "linear": ()}[self.kind]
+
+    def stage_params(self, output: bool) -> tuple[str, ...]:
+        """The names of the input stage's parameters (``output=False``) or the output stage's, biases included."""
+        return tuple(name for name in self.param_shapes if ("w" + name[1:] in self.output_matrices) == output)
 
     @property
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -145,6 +171,12 @@ class MergedExperts:
     terms: ExpertParams  # [N, ...]
     base: ExpertParams | None = None  # no expert axis
 
+    @cached_property
+    def parts(self) -> tuple[ExpertParams, ExpertParams]:
+        """``(center, deltas)``, computed once per merge (:meth:`center`, :meth:`deltas`)."""
+        center = self.center()
+        return center, self.deltas(center)
+
     def materialise(self) -> ExpertParams:
         """``Ê_g`` for every group: ``name → [G, ...]``."""
         return weighted_sum(self.weights, self.terms, offset=self.base)
@@ -164,59 +196,80 @@ class MergedExperts:
 
 
 def ffn(x: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec) -> Tensor:
-    """Apply one FFN per group: ``x [G, L, d]`` with ``params [G, ...]`` → ``[G, L, d]``.
+    """Apply one FFN per group: ``x [G, L, d]`` with ``params [G, ...]`` → ``[G, L, d_out]``.
 
     For an ``mlp`` expert, ``y = act(x W_inᵀ + b_in) W_outᵀ + b_out``; for ``glu``,
-    ``y = (act(x W_gateᵀ + b_gate) ⊙ (x W_upᵀ + b_up)) W_downᵀ + b_down``.
-
-    Computed transposed, ``hᵀ = W xᵀ + b``: each group's weights enter the batched
-    matmul as they are stored, so their gradients come out contiguous and flow back
-    into the merge without a copy of ``G`` weight sets (that copy was 10% of a SMEAR
-    layer's forward+backward at B = 8 and 24% at B = 64 on a CPU, ``bench layers``).
-    The token-sized transposes are views.
+    ``y = (act(x W_gateᵀ + b_gate) ⊙ (x W_upᵀ + b_up)) W_downᵀ + b_down``; for ``linear``,
+    ``y = x Wᵀ + b``. It is :func:`ffn_output` of :func:`ffn_hidden`.
 
     :class:`MergedExperts` are applied as one set of weights ``center + delta_g`` when
     the matmuls run in the weights' precision, and as ``x Wᵀ = x W_centerᵀ + x Δ_gᵀ``
     (one shared matmul plus one batched matmul per weight) when they run in bf16/fp16
     (autocast, or a bf16 model): the same function, rounded at the scale of each part.
     """
+    params = in_compute_precision(params, x)
+    return ffn_output(ffn_hidden(x, params, spec), params, spec)
+
+
+def _linear_t(inp_t: Tensor, params: ExpertParams | MergedExperts, name: str) -> Tensor:
+    """``W inp + b`` per group on transposed inputs ``[G, in, L]`` → ``[G, out, L]``.
+
+    Computed transposed, ``hᵀ = W xᵀ + b``: each group's weights enter the batched
+    matmul as they are stored, so their gradients come out contiguous and flow back
+    into the merge without a copy of ``G`` weight sets (that copy was 10% of a SMEAR
+    layer's forward+backward at B = 8 and 24% at B = 64 on a CPU, ``bench layers``).
+    The token-sized transposes are views.
+    """
     if isinstance(params, MergedExperts):
-        dtype = compute_dtype(x)
-        if dtype not in LOW_PRECISION:
-            params = params.materialise()
-        else:
-            return _center_plus_delta_ffn(x.to(dtype), params, spec, dtype)
-    act = ACTIVATIONS[spec.activation]
+        return _center_plus_delta_linear_t(inp_t, params, name)
+    weight, bias = params["w" + name], params.get("b" + name)
+    if bias is None:
+        return torch.bmm(weight, inp_t)
+    return torch.baddbmm(bias.unsqueeze(-1), weight, inp_t)
 
-    def linear_t(inp_t: Tensor, name: str) -> Tensor:
-        weight, bias = params["w" + name], params.get("b" + name)
-        if bias is None:
-            return torch.bmm(weight, inp_t)
-        return torch.baddbmm(bias.unsqueeze(-1), weight, inp_t)
 
+def _center_plus_delta_linear_t(inp_t: Tensor, merged: MergedExperts, name: str) -> Tensor:
+    """:func:`_linear_t` of ``center + delta_g`` in the compute dtype, split:
+    ``W_c inp + b_c + Δ_g inp + Δb_g`` (one matmul shared by the groups, one batched)."""
+    dtype = compute_dtype(inp_t)
+    inp_t = inp_t.to(dtype)
+    center, deltas = merged.parts
+    out = torch.baddbmm(torch.matmul(center["w" + name].to(dtype), inp_t), deltas["w" + name].to(dtype), inp_t)
+    center_bias, delta_bias = center.get("b" + name), deltas.get("b" + name)
+    if center_bias is not None:
+        out = out + (center_bias.to(dtype).unsqueeze(-1) + delta_bias.to(dtype).unsqueeze(-1))
+    return out
+
+
+def in_compute_precision(params: ExpertParams | MergedExperts, x: Tensor) -> ExpertParams | MergedExperts:
+    """``params`` as the FFN applies them to ``x``: a :class:`MergedExperts` materialised where the
+    matmuls run in the weights' precision, kept as center and deltas where they run in bf16/fp16."""
+    if isinstance(params, MergedExperts) and compute_dtype(x) not in LOW_PRECISION:
+        return params.materialise()
+    return params
+
+
+def ffn_hidden(x: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec) -> Tensor:
+    """The input stage, per group: ``x [G, L, d]`` → the hidden state ``h [G, L, d_hidden]``
+    (``act(x W_inᵀ + b_in)``, ``act(x W_gateᵀ + b_gate) ⊙ (x W_upᵀ + b_up)``, or ``x Wᵀ + b``).
+    Reads only the input stage's parameters."""
+    params = in_compute_precision(params, x)
     x_t = x.transpose(1, 2)
-    if spec.kind == "mlp":
-        return linear_t(act(linear_t(x_t, "_in")), "_out").transpose(1, 2)
-    return linear_t(act(linear_t(x_t, "_gate")) * linear_t(x_t, "_up"), "_down").transpose(1, 2)
-
-
-def _center_plus_delta_ffn(x: Tensor, merged: MergedExperts, spec: ExpertSpec, dtype: torch.dtype) -> Tensor:
-    """:func:`ffn` of ``center + delta_g`` with every linear map split: ``F.linear(x, W_c, b_c) + x Δ_gᵀ + Δb_g``."""
+    if spec.kind == "linear":
+        return _linear_t(x_t, params, "").transpose(1, 2)
     act = ACTIVATIONS[spec.activation]
-    center = merged.center()
-    deltas = merged.deltas(center)
-
-    def linear(inp: Tensor, name: str) -> Tensor:
-        center_bias, delta_bias = center.get("b" + name), deltas.get("b" + name)
-        out = F.linear(inp, center["w" + name].to(dtype), None if center_bias is None else center_bias.to(dtype))
-        delta = deltas["w" + name].to(dtype).transpose(1, 2)
-        if delta_bias is None:
-            return out + torch.bmm(inp, delta)
-        return out + torch.baddbmm(delta_bias.to(dtype).unsqueeze(1), inp, delta)
-
     if spec.kind == "mlp":
-        return linear(act(linear(x, "_in")), "_out")
-    return linear(act(linear(x, "_gate")) * linear(x, "_up"), "_down")
+        return act(_linear_t(x_t, params, "_in")).transpose(1, 2)
+    return (act(_linear_t(x_t, params, "_gate")) * _linear_t(x_t, params, "_up")).transpose(1, 2)
+
+
+def ffn_output(h: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec) -> Tensor:
+    """The output stage, per group: ``h [G, L, d_hidden]`` → ``y [G, L, d_out]`` (``h W_outᵀ + b_out``,
+    ``h W_downᵀ + b_down``; ``h`` itself for ``linear``). Reads only the output stage's parameters."""
+    if spec.kind == "linear":
+        return h
+    params = in_compute_precision(params, h)
+    return _linear_t(h.transpose(1, 2), params, "_out" if spec.kind == "mlp" else "_down").transpose(1, 2)
 
 
 def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
@@ -226,6 +279,8 @@ def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     def linear(inp: Tensor, name: str) -> Tensor:
         return F.linear(inp, params["w" + name], params.get("b" + name))
 
+    if spec.kind == "linear":
+        return linear(x, "")
     if spec.kind == "mlp":
         return linear(act(linear(x, "_in")), "_out")
     return linear(act(linear(x, "_gate")) * linear(x, "_up"), "_down")
@@ -272,6 +327,11 @@ def gram(params: ExpertParams) -> Tensor:
         g = flat @ flat.T
         total = g if total is None else total + g
     return total
+
+
+def subset(params: ExpertParams, names: tuple[str, ...]) -> ExpertParams:
+    """The named parameters of ``params``."""
+    return {name: params[name] for name in names}
 
 
 def combine(a: ExpertParams, b: ExpertParams, fn: Callable[[Tensor, Tensor], Tensor]) -> ExpertParams:

@@ -3,10 +3,13 @@
 Forward pass of an MoE layer (``x [B, T, d]``):
 
 1. group the tokens by the method's pooling unit and pool the routing vector of each group;
-2. route: ``s = softmax(top-k(W_r h_g))`` per group;
+2. route: ``s = softmax(top-k(W_r h_g))`` per group (causal segments: merged with the
+   previous segment's scores);
 3. the method turns experts + scores (+ base expert, + state from the layer below)
-   into the groups' outputs and the state for the layer above;
-4. ungroup, and compute the auxiliary load-balancing loss.
+   into the groups' outputs and the state for the layer above — with a router per
+   weight matrix (the method's ``router="per_matrix"``), the output matrices' scores come
+   from a second router on the groups' pooled hidden states;
+4. ungroup, and compute the auxiliary load-balancing loss (summed over the routers).
 
 The layer returns a :class:`MoEOutput`; the cross-layer :class:`PropagationState` goes
 in and comes out explicitly.
@@ -24,14 +27,14 @@ from ..methods.base import BaseExpert, MergeInputs, MergingMethod
 from ..methods.registry import get_method
 from .aux_loss import AUX_LOSSES, aux_loss
 from .experts import ExpertBank, ExpertParams, ExpertSpec, check_params
-from .pooling import FIRST_SEGMENT_ROUTING, make_groups
-from .router import Router
+from .pooling import FIRST_SEGMENT_ROUTING, Groups, make_groups
+from .router import Router, Routing
 from .state import PropagationState
 
 
 @dataclass
 class MoEOutput:
-    """``y [B, T, d]``; the ``state`` for the next MoE layer; ``aux_loss`` (already
+    """``y [B, T, d_out]``; the ``state`` for the next MoE layer; ``aux_loss`` (already
     multiplied by its coefficient; add it to the training loss); ``stats`` to log
     (``aux_loss_raw``, ``expert_load``, and the method's own diagnostics)."""
 
@@ -48,11 +51,13 @@ class MoELayer(nn.Module):
         spec: the shape of one expert.
         num_experts: ``N``.
         method: a registered method name, or a :class:`MergingMethod` class.
-        method_options: keyword options of the method (see ``namex-bench list methods``).
+        method_options: keyword options of the method (see ``namex-bench list methods``),
+            its routing options included (``router``, ``router_norm``, ``routing_padding``).
         top_k: the router's ``k``; default: the method's (``N`` for dense methods).
         pooling: the pooling unit; default: the method's first.
         segment_length: ``T_s`` for ``segment`` pooling.
-        first_segment: ``"self"`` (Lory: its own mean, detached) or ``"prior"``.
+        first_segment: ``"prior"`` (strictly causal) or ``"self"`` (its own scores, detached,
+            as the CAMEx reference code) — see :mod:`namex_bench.moe.pooling`.
         num_prefix_tokens: tokens left out of ``image`` pooling (e.g. a class token).
         noisy_gating: Shazeer's noisy top-k gating during training.
         aux_loss: ``"switch"``, ``"cv2"`` or ``"none"``.
@@ -70,7 +75,7 @@ class MoELayer(nn.Module):
         top_k: int | None = None,
         pooling: str | None = None,
         segment_length: int = 64,
-        first_segment: str = "self",
+        first_segment: str = "prior",
         num_prefix_tokens: int = 0,
         noisy_gating: bool = False,
         aux_loss: str = "switch",
@@ -104,9 +109,21 @@ class MoELayer(nn.Module):
         self.aux_loss_coef = aux_loss_coef
         self.moe_index = moe_index
 
-        self.router = Router(spec.d_model, num_experts, top_k, noisy_gating=noisy_gating)
+        method = method_cls(spec, num_experts, **(method_options or {}))
+        routing = method.routing
+        if routing.router == "per_matrix" and (pooling == "token" or not spec.output_matrices):
+            raise ValueError(
+                f"method {name!r}: a router per weight matrix needs a merging pooling unit (not token) and an "
+                f"mlp or glu expert; got pooling {pooling!r}, expert kind {spec.kind!r}"
+            )
+        self.routing_padding = routing.routing_padding
+        self.router = Router(spec.d_model, num_experts, top_k, noisy_gating=noisy_gating, norm=routing.router_norm)
+        self.hidden_router = (
+            Router(spec.d_hidden, num_experts, top_k, noisy_gating=noisy_gating, norm=routing.router_norm)
+            if routing.router == "per_matrix" else None
+        )
         self.experts = ExpertBank(spec, num_experts)
-        self.method = method_cls(spec, num_experts, **(method_options or {}))
+        self.method = method
         owns_base = method_cls.base_expert is BaseExpert.EVERY_LAYER or (
             method_cls.base_expert is BaseExpert.FIRST_LAYER and moe_index == 0
         )
@@ -135,25 +152,61 @@ class MoELayer(nn.Module):
             ) from None
         return state.base
 
-    def forward(self, x: Tensor, state: PropagationState | None = None, padding_mask: Tensor | None = None) -> MoEOutput:
+    def init_from_dense(self, dense: ExpertParams) -> None:
+        """Start every expert and the base expert (if the layer owns one) as copies of a dense
+        FFN's parameters ``dense`` (no expert axis), and hand them to the method."""
+        self.experts.load_dense(dense)
+        if self.base is not None:
+            self.base.load_dense(dense)
+        self.method.init_from_dense(dense)
+
+    def forward(
+        self,
+        x: Tensor,
+        state: PropagationState | None = None,
+        padding_mask: Tensor | None = None,
+        routing_states: Tensor | None = None,
+        routing_mask: Tensor | None = None,
+    ) -> MoEOutput:
         """``x [B, T, d]``, the state from the layer below (a fresh one if ``None``), and
-        ``padding_mask [B, T]`` (true for real tokens) → :class:`MoEOutput`."""
+        ``padding_mask [B, T]`` (true for real tokens) → :class:`MoEOutput`.
+
+        ``routing_states [B, T', d]`` (``sequence`` pooling only): states whose mean routes each
+        sequence instead of ``x``'s (``routing_mask [B, T']`` marks their real tokens) — e.g. a
+        decoder's MoE layer routed by its encoder's states, as SMEAR does.
+        """
         state = PropagationState() if state is None else state
         groups = make_groups(
-            x, self.pooling, padding_mask, self.segment_length, self.num_prefix_tokens, self.first_segment
+            x, self.pooling, padding_mask, self.segment_length, self.num_prefix_tokens, self.first_segment,
+            self.routing_padding,
         )
-        routing = self.router(groups.route_input)
+        if routing_states is None:
+            route_input = groups.route_input
+        elif self.pooling == "sequence":
+            route_input = make_groups(routing_states, "sequence", routing_mask, routing_padding=self.routing_padding).pool(routing_states)
+        else:
+            raise ValueError(f"routing_states route whole sequences: the layer's pooling is {self.pooling!r}, not 'sequence'")
+        routings = [self.router(route_input)]
+        route_hidden = None if self.hidden_router is None else self._hidden_routing(groups, routings)
         out = self.method(
             MergeInputs(
                 tokens=groups.tokens,
-                scores=routing.scores,
+                scores=groups.scores_in_use(routings[0].scores, lambda: self._prior(self.router, x)),
                 bank=self.experts,
                 base=self.base_expert(state),
                 state=state,
                 moe_index=self.moe_index,
+                top_k=self.router.top_k,
+                route_hidden=route_hidden,
             )
         )
-        raw_aux = aux_loss(self.aux_loss_name, routing, groups.valid)
+        if route_hidden is not None and len(routings) < 2:
+            raise RuntimeError(
+                f"method {self.method_name!r} ignored the router of the output matrices (router: per_matrix): "
+                "build its merged experts with MergingMethod.run_merged"
+            )
+        routing = routings[0]
+        raw_aux = sum(aux_loss(self.aux_loss_name, r, groups.valid) for r in routings)
         valid = groups.valid.to(routing.scores.dtype).unsqueeze(-1)
         stats = {
             "aux_loss_raw": raw_aux.detach(),
@@ -161,6 +214,22 @@ class MoELayer(nn.Module):
             **{k: v.detach() for k, v in out.stats.items()},
         }
         return MoEOutput(groups.ungroup(out.output), out.state, self.aux_loss_coef * raw_aux, stats)
+
+    @staticmethod
+    def _prior(router: Router, like: Tensor) -> Tensor:
+        """The router's prior: its scores ``[1, N]`` for the zero vector."""
+        return router(like.new_zeros(1, router.gate.in_features)).scores
+
+    def _hidden_routing(self, groups: Groups, routings: list[Routing]):
+        """The router of the output matrices: the scores of the groups' pooled hidden states
+        (recorded in ``routings`` for the auxiliary loss)."""
+
+        def route_hidden(hidden: Tensor) -> Tensor:
+            routing = self.hidden_router(groups.pool(hidden))
+            routings.append(routing)
+            return groups.scores_in_use(routing.scores, lambda: self._prior(self.hidden_router, hidden))
+
+        return route_hidden
 
     def extra_repr(self) -> str:
         return f"method={self.method_name}, pooling={self.pooling}, top_k={self.router.top_k}, moe_index={self.moe_index}"

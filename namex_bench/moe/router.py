@@ -34,8 +34,16 @@ class Routing:
     top_k: int
 
 
+ROUTER_NORMS = ("none", "layernorm")
+
+
 class Router(nn.Module):
     """``logits = W_r h (+ noise)``; ``s = softmax(top-k logits)`` (``k = N`` is dense routing).
+
+    ``norm="layernorm"`` is SMEAR's router (its default config): ``logits = LN_h(h) · LN_w(W_r)ᵀ``,
+    a LayerNorm (affine) on the pooled input and each expert's weight row LayerNorm-ed over
+    ``d`` with a second LayerNorm's affine parameters (its gain initialised to 0.01, as
+    SMEAR's ``router_init_scale``); no bias.
 
     Noisy top-k gating (Shazeer et al., 2017), when enabled and training:
     ``H_i = (W_r h)_i + ε_i · softplus((W_noise h)_i)``, ``ε ~ N(0, 1)``, and the
@@ -43,10 +51,12 @@ class Router(nn.Module):
     k-th largest noisy logit among the other experts (the (k+1)-th when ``i`` is in the top k).
     """
 
-    def __init__(self, d_model: int, num_experts: int, top_k: int, noisy_gating: bool = False, init_std: float = 0.02):
+    def __init__(self, d_model: int, num_experts: int, top_k: int, noisy_gating: bool = False, init_std: float = 0.02, norm: str = "none"):
         super().__init__()
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
+        if norm not in ROUTER_NORMS:
+            raise ValueError(f"router norm must be one of {ROUTER_NORMS}, got {norm!r}")
         self.num_experts = num_experts
         self.top_k = top_k
         self.noisy_gating = noisy_gating
@@ -55,6 +65,19 @@ class Router(nn.Module):
         self.noise = nn.Linear(d_model, num_experts, bias=False) if noisy_gating else None
         if self.noise is not None:
             nn.init.zeros_(self.noise.weight)
+        self.input_norm = self.weight_norm = None
+        if norm == "layernorm":
+            self.input_norm = nn.LayerNorm(d_model)
+            self.weight_norm = nn.LayerNorm(d_model)
+            nn.init.constant_(self.weight_norm.weight, 0.01)
+
+    def clean_logits(self, h: Tensor) -> Tensor:
+        """``W_r h``, or ``LN_h(h) · LN_w(W_r)ᵀ`` with ``norm="layernorm"``; in float32 or wider
+        with autocast off (see :meth:`forward`)."""
+        if self.input_norm is None:
+            return wide_linear(h, self.gate)
+        with full_precision(h):
+            return F.linear(self.input_norm(at_least_float32(h)), at_least_float32(self.weight_norm(self.gate.weight)))
 
     def forward(self, h: Tensor) -> Routing:
         """Route pooled vectors ``h [..., d]`` → :class:`Routing` with ``[..., N]`` tensors.
@@ -63,7 +86,7 @@ class Router(nn.Module):
         Transformer's "selective precision" does: a ``d × N`` matmul costs nothing, and
         bf16 logits would flip top-k choices and add rounding to every routing gradient.
         """
-        clean = wide_linear(h, self.gate)
+        clean = self.clean_logits(h)
         noisy = self.noise is not None and self.training and self.top_k < self.num_experts
         if noisy:
             sigma = F.softplus(wide_linear(h, self.noise)) + 1e-2

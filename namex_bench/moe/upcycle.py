@@ -1,7 +1,9 @@
 """Upcycling: turn a dense FFN into an MoE layer whose experts start as its copies.
 
 Right after upcycling (no noise) every expert and the base expert equal the dense
-FFN, so every merging method computes exactly the dense FFN's output.
+FFN, so every merging method computes exactly the dense FFN's output — in a stack of
+upcycled layers too, under every method's default options (expert propagation keeps
+each layer's dense FFN as its anchor: ``ep_camex``'s ``propagation="offset"``).
 
 Dense FFNs understood (by their parts, whatever their class):
 
@@ -113,9 +115,7 @@ def upcycle(
     layer = MoELayer(spec, num_experts, method, **layer_options)
     reference = next(module.parameters())
     layer.to(device=reference.device, dtype=reference.dtype)
-    layer.experts.load_dense(dense)
-    if layer.base is not None:
-        layer.base.load_dense(dense)
+    layer.init_from_dense(dense)
     if noise_std > 0:
         with torch.no_grad():
             for name, p in layer.experts.params().items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,23 +26,18 @@ class RunSpec:
 
 
 def resolved_options(method: MethodEntry) -> dict[str, Any]:
-    """The method's options with every default filled in (from the ``__init__`` signatures up its MRO)."""
-    options: dict[str, Any] = {}
-    for cls in reversed(get_method(method.name).__mro__):
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            continue
-        for name, param in inspect.signature(init).parameters.items():
-            if name not in ("self", "spec", "num_experts") and param.default is not inspect.Parameter.empty:
-                options[name] = param.default
-    options.update(method.options)
-    return options
+    """The method's options with every default filled in (from the ``__init__`` signatures up its
+    MRO), then its preset's, then the entry's own."""
+    cls = get_method(method.name)
+    return {**cls.option_defaults(), **cls.given_options(method.preset, method.options)}
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What a run's key hashes: its configuration without presentation (the task's ``note``)."""
+    """What a run's key hashes: its configuration without presentation (the task's ``note``, the
+    method's ``preset`` name — its options are in the resolved ``options``)."""
     task = {k: v for k, v in config["task"].items() if k != "note"}
-    return {**config, "task": task}
+    method = {k: v for k, v in config["method"].items() if k != "preset"}
+    return {**config, "method": method, "task": task}
 
 
 def machine_precision(suite: Suite) -> dict[str, Any]:
@@ -67,7 +61,9 @@ def expand(suite: Suite, limit: int | None = None, precision: dict[str, Any] | N
             for method in suite.methods:
                 for seed in suite.seeds:
                     config = {
-                        "method": {"label": method.display, "name": method.name, "options": resolved_options(method)},
+                        "method": {
+                            "label": method.display, "name": method.name, "preset": method.preset, "options": resolved_options(method),
+                        },
                         "model": {"name": model.name, "builder": model.builder, "params": params},
                         "task": task.model_dump(mode="json", exclude={"models", "parallel"}),  # where and how it runs, not what
                         "seed": seed,

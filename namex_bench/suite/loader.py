@@ -291,7 +291,11 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
         except UnknownMethodError as exc:
             raise SuiteError(path, f"methods[{i}].name", str(exc), _line_of(node, ("methods", i, "name"))) from None
         try:
-            cls(ExpertSpec(8, 16), 2, **method.options)  # a tiny instance checks names and values
+            options = cls.given_options(method.preset, method.options)
+        except KeyError as exc:
+            raise SuiteError(path, f"methods[{i}].preset", str(exc.args[0]), _line_of(node, ("methods", i, "preset"))) from None
+        try:
+            cls(ExpertSpec(8, 16), 2, **options)  # a tiny instance checks names and values
         except TypeError as exc:
             raise SuiteError(path, f"methods[{i}].options", f"invalid option for {method.name!r}: {exc}", _line_of(node, ("methods", i, "options"))) from None
         except ValueError as exc:

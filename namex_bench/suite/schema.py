@@ -9,6 +9,7 @@
     methods:
       - name: namex_mom
         options: {momentum_angle: 0.785}
+      - {name: camex, preset: reference}  # the method as its authors' code runs it
     models:
       - name: vit_moe_tiny
         builder: vit_moe
@@ -59,15 +60,20 @@ class Strict(BaseModel):
 
 
 class MethodEntry(Strict):
-    """A merging method and its options; ``label`` names it in tables (default: ``name``)."""
+    """A merging method and its options: a named ``preset`` of the method's (``namex-bench list
+    methods -v``), if any, overridden by ``options``; ``label`` names it in tables (default:
+    ``name``, or ``name@preset``)."""
 
     name: str
     label: str | None = None
+    preset: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def display(self) -> str:
-        return self.label or self.name
+        if self.label:
+            return self.label
+        return self.name if self.preset is None else f"{self.name}@{self.preset}"
 
 
 Parallel = Literal["ddp", "fsdp", "device_map"]

@@ -1,14 +1,14 @@
 """The training loop every task shares.
 
-AdamW (weight decay on matrices only), linear warmup then cosine decay to
-``min_lr_ratio · lr``, gradient-norm clipping, the run's autocast precision (bf16 where
-the device supports it; fp16 with a dynamic loss scale), the MoE auxiliary loss added to
-the task loss, and a non-finite loss stopping the run with an error (the runner records
-it as failed). Weights and optimiser state are float32: a model loaded in bf16/fp16 (a
-pretrained LLM's checkpoint dtype) is converted to float32 master weights before the
-first step, since AdamW's updates on bf16 weights would round away every step smaller
-than 2⁻⁸ of a weight. Under ``torchrun`` the model is wrapped in DDP and every rank sees
-its own shard of each batch.
+AdamW (weight decay on weight matrices only: not on biases, norms or the merging methods'
+parameters), linear warmup then cosine decay to ``min_lr_ratio · lr``, gradient-norm
+clipping, the run's autocast precision (bf16 where the device supports it; fp16 with a
+dynamic loss scale), the MoE auxiliary loss added to the task loss, and a non-finite loss
+stopping the run with an error (the runner records it as failed). Weights and optimiser
+state are float32: a model loaded in bf16/fp16 (a pretrained LLM's checkpoint dtype) is
+converted to float32 master weights before the first step, since AdamW's updates on bf16
+weights would round away every step smaller than 2⁻⁸ of a weight. Under ``torchrun`` the
+model is wrapped in DDP and every rank sees its own shard of each batch.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..methods.registry import get_method
 from ..models.moe_model import MoEModel
 from ..models.registry import get_builder
 from ..moe.precision import LOW_PRECISION
@@ -49,7 +50,8 @@ def seeded_model(model_entry: ModelEntry, method: MethodEntry, seed: int, device
     ``method`` (``build_args``: what the task adds, e.g. the number of classes), on ``device``."""
     seed_everything(seed)
     builder = get_builder(model_entry.builder)
-    model = builder.build(builder.validate(model_entry.params), method.name, dict(method.options), *build_args)
+    options = get_method(method.name).given_options(method.preset, method.options)
+    model = builder.build(builder.validate(model_entry.params), method.name, options, *build_args)
     return model.to(device)
 
 
@@ -75,8 +77,13 @@ def to_device(inputs: Tensor | dict[str, Tensor], device: torch.device) -> Tenso
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    """AdamW with weight decay on weight matrices only: not on vectors (biases, norms), and not on
+    the merging methods' own parameters (e.g. CAMEx's curvature factors, whose neutral value is
+    ``I``, not 0 — the CAMEx code does not decay them)."""
+    method_params = {id(p) for layer in getattr(model, "moe_layers", ()) for p in layer.method.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2 and id(p) not in method_params]
+    no_decay = [p for p in trainable if p.ndim < 2 or id(p) in method_params]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 

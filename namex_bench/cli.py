@@ -95,14 +95,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list_methods(args: argparse.Namespace) -> None:
-    from .methods.registry import available_methods
+    from .methods.registry import PluginError, available_methods, broken_entry_points, load_plugins
 
+    try:
+        load_plugins(args.plugins or [])
+    except PluginError as exc:
+        raise UsageError(f"--plugins: {exc}") from None
     rows = []
     for name, cls in available_methods().items():
         rows.append([name, ", ".join(cls.pooling_units), cls.base_expert.value, cls.description()])
         if args.verbose:
             rows.append(["", "", "", (cls.__doc__ or "").strip()])
     print(tabulate(rows, headers=["method", "pooling", "base expert", "description"], tablefmt="github"))
+    for reason in broken_entry_points().values():
+        print(f"namex-bench: warning: {reason}", file=sys.stderr)
 
 
 def _print_rows(rows: list[dict], setup: str, json_path: str | None) -> None:
@@ -195,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     list_what = list_cmd.add_subparsers(dest="what", required=True, metavar="WHAT")
     methods = list_what.add_parser("methods", help="every registered merging method, with a one-line description")
     methods.add_argument("-v", "--verbose", action="store_true", help="also print each method's options")
+    methods.add_argument("--plugins", nargs="+", metavar="MODULE", help="import these modules first, so that their methods register")
     methods.set_defaults(func=_cmd_list_methods)
 
     bench = commands.add_parser("bench", help="speed benchmarks (ratios measured side by side in one process)")

@@ -29,6 +29,7 @@ class CAMEx(MergingMethod):
     """
 
     base_expert = BaseExpert.EVERY_LAYER
+    ablations = {"curvature": "every M_i replaced by the identity (τ̃ = τ)"}
 
     def __init__(self, spec, num_experts, curvature_rank: int = 1, curvature_init: str = "identity", mask: str = "none"):
         super().__init__(spec, num_experts)
@@ -40,7 +41,7 @@ class CAMEx(MergingMethod):
     def domain_vectors(self, experts: ExpertParams, base: ExpertParams) -> tuple[ExpertParams, ExpertParams]:
         """``(τ, τ̃)``: ``τ_i = E_i − E_m`` and ``τ̃_i = M_i(τ_i)``."""
         tau = combine(experts, base, lambda e, b: e - b.unsqueeze(0))
-        return tau, self.curvature(tau)
+        return tau, tau if self.is_ablated("curvature") else self.curvature(tau)
 
     def merge(self, base: ExpertParams, tau: ExpertParams, tau_tilde: ExpertParams, scores: torch.Tensor) -> ExpertParams:
         """``Ê_g = E_m + Σ_i s_gi · mask_i ⊙ τ̃_i`` for every group ``g``."""

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from ..moe.experts import ExpertParams, combine
 from ..moe.state import PropagationState
-from .base import BaseExpert, MergeInputs, MergeOutput
+from .base import BaseExpert, MergeInputs, MergeOutput, ModelFacts
 from .camex import CAMEx
 from .registry import register_method
 
@@ -22,10 +22,22 @@ class EPCAMEx(CAMEx):
     """
 
     base_expert = BaseExpert.FIRST_LAYER
+    ablations = {"propagation": "γ = 0: every MoE layer merges around the first layer's base"}
 
     def __init__(self, spec, num_experts, gamma: float = 1.0, **camex_options):
         super().__init__(spec, num_experts, **camex_options)
         self.gamma = gamma
+
+    @property
+    def effective_gamma(self) -> float:
+        """``γ``, or 0 under the ``"propagation"`` ablation."""
+        return 0.0 if self.is_ablated("propagation") else self.gamma
+
+    @classmethod
+    def reduces_to(cls, options, model: ModelFacts) -> str | None:
+        if model.num_moe_layers == 1:
+            return "camex (a single MoE layer: no layer receives the propagated base)"
+        return None
 
     def direction(self, tau_tilde: ExpertParams) -> tuple[ExpertParams, dict[str, Tensor]]:
         """``d^l = (1/N) Σ_i τ̃_i^l``, the step towards the experts' centroid, and diagnostics."""
@@ -33,7 +45,7 @@ class EPCAMEx(CAMEx):
 
     def propagate(self, state: PropagationState, base: ExpertParams, d: ExpertParams) -> PropagationState:
         """``E_m^{l+1} = E_m^l + γ · d^l``."""
-        return state.advanced(base=combine(base, d, lambda b, step: b + self.gamma * step))
+        return state.advanced(base=combine(base, d, lambda b, step: b + self.effective_gamma * step))
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
         tau, tau_tilde = self.domain_vectors(inputs.bank.params(), inputs.base)

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..methods.base import BaseExpert, MergeInputs, MergingMethod
+from ..methods.base import BaseExpert, MergeInputs, MergeOutput, MergingMethod
 from ..methods.registry import get_method
+from ..seeding import seeded
 from .aux_loss import AUX_LOSSES, aux_loss
 from .experts import ExpertBank, ExpertParams, ExpertSpec, check_params
 from .pooling import FIRST_SEGMENT_ROUTING, make_groups
@@ -58,6 +59,9 @@ class MoELayer(nn.Module):
         aux_loss: ``"switch"``, ``"cv2"`` or ``"none"``.
         aux_loss_coef: the coefficient the auxiliary loss is multiplied by.
         moe_index: this layer's position among the model's MoE layers (0 = first).
+        seed: each part — ``router``, ``experts``, ``method``, ``base`` — is initialised from
+            its own stream keyed on ``(seed, "moe<moe_index>.<part>")`` (``namex_bench.seeding``),
+            so the parts two methods share start equal; ``None``: torch's global generator.
     """
 
     def __init__(
@@ -76,12 +80,12 @@ class MoELayer(nn.Module):
         aux_loss: str = "switch",
         aux_loss_coef: float = 0.01,
         moe_index: int = 0,
+        seed: int | None = None,
     ):
         super().__init__()
         method_cls = get_method(method) if isinstance(method, str) else method
         name = method_cls.name or method_cls.__name__
-        if top_k is None:
-            top_k = num_experts if method_cls.fixed_top_k_is_n or method_cls.default_top_k is None else min(method_cls.default_top_k, num_experts)
+        top_k = method_cls.resolve_top_k(num_experts, top_k)
         if method_cls.fixed_top_k_is_n and top_k != num_experts:
             raise ValueError(f"method {name!r} merges with dense routing: top_k must be num_experts={num_experts}, got {top_k}")
         pooling = pooling or method_cls.pooling_units[0]
@@ -104,21 +108,28 @@ class MoELayer(nn.Module):
         self.aux_loss_coef = aux_loss_coef
         self.moe_index = moe_index
 
-        self.router = Router(spec.d_model, num_experts, top_k, noisy_gating=noisy_gating)
-        self.experts = ExpertBank(spec, num_experts)
-        self.method = method_cls(spec, num_experts, **(method_options or {}))
+        with seeded(seed, f"moe{moe_index}.router"):
+            self.router = Router(spec.d_model, num_experts, top_k, noisy_gating=noisy_gating)
+        with seeded(seed, f"moe{moe_index}.experts"):
+            self.experts = ExpertBank(spec, num_experts)
+        with seeded(seed, f"moe{moe_index}.method"):
+            self.method = method_cls(spec, num_experts, **(method_options or {}))
         owns_base = method_cls.base_expert is BaseExpert.EVERY_LAYER or (
             method_cls.base_expert is BaseExpert.FIRST_LAYER and moe_index == 0
         )
-        self.base = ExpertBank(spec, 1) if owns_base else None
+        with seeded(seed, f"moe{moe_index}.base"):
+            self.base = ExpertBank(spec, 1) if owns_base else None
 
     @property
     def method_name(self) -> str:
         return self.method.name or type(self.method).__name__
 
     def base_expert(self, state: PropagationState) -> ExpertParams | None:
-        """``E_m`` for this layer: its own, the one propagated from below, or ``None``."""
+        """``E_m`` for this layer: its own (the mean of its experts under the method's ``"base"``
+        ablation), the one propagated from below, or ``None``."""
         if self.base is not None:
+            if self.method.is_ablated("base"):
+                return {name: p.mean(0) for name, p in self.experts.params().items()}
             return self.base.expert(0)
         if self.method.base_expert is not BaseExpert.FIRST_LAYER:
             return None
@@ -153,6 +164,7 @@ class MoELayer(nn.Module):
                 moe_index=self.moe_index,
             )
         )
+        self._check_output(out, groups.tokens)
         raw_aux = aux_loss(self.aux_loss_name, routing, groups.valid)
         valid = groups.valid.to(routing.scores.dtype).unsqueeze(-1)
         stats = {
@@ -161,6 +173,20 @@ class MoELayer(nn.Module):
             **{k: v.detach() for k, v in out.stats.items()},
         }
         return MoEOutput(groups.ungroup(out.output), out.state, self.aux_loss_coef * raw_aux, stats)
+
+    def _check_output(self, out: Any, tokens: Tensor) -> None:
+        """A method must return a :class:`MergeOutput` whose ``output`` has the shape of its input tokens."""
+        if not isinstance(out, MergeOutput) or not isinstance(out.state, PropagationState):
+            raise TypeError(
+                f"method {self.method_name!r} returned {type(out).__name__}; expected MergeOutput(output, state, stats) "
+                "with state a PropagationState (e.g. inputs.state.advanced())"
+            )
+        if not isinstance(out.output, Tensor) or out.output.shape != tokens.shape:
+            got = tuple(out.output.shape) if isinstance(out.output, Tensor) else type(out.output).__name__
+            raise ValueError(
+                f"method {self.method_name!r} returned output of shape {got}; expected {tuple(tokens.shape)}, the shape of "
+                f"MergeInputs.tokens: [groups, tokens per group, d_model] ({self.pooling} pooling)"
+            )
 
     def extra_repr(self) -> str:
         return f"method={self.method_name}, pooling={self.pooling}, top_k={self.router.top_k}, moe_index={self.moe_index}"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from ..methods import options as method_options
 from ..methods.registry import get_method
 from ..models.registry import get_builder
 from ..runner.records import run_key
@@ -27,16 +27,7 @@ class RunSpec:
 
 def resolved_options(method: MethodEntry) -> dict[str, Any]:
     """The method's options with every default filled in (from the ``__init__`` signatures up its MRO)."""
-    options: dict[str, Any] = {}
-    for cls in reversed(get_method(method.name).__mro__):
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            continue
-        for name, param in inspect.signature(init).parameters.items():
-            if name not in ("self", "spec", "num_experts") and param.default is not inspect.Parameter.empty:
-                options[name] = param.default
-    options.update(method.options)
-    return options
+    return method_options.resolved_options(get_method(method.name), dict(method.options))
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -158,34 +158,56 @@ def load_suite(name_or_path: str) -> tuple[Suite, Path]:
 
 
 def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
-    """What the schema alone cannot know: plugins, method names and options, model builders."""
-    from ..methods.registry import UnknownMethodError, get_method, load_plugins
+    """What the schema alone cannot know: plugins, method names and options, model builders, and
+    combinations of a method and a model under which the method provably computes another one."""
+    from ..methods.base import ModelFacts
+    from ..methods.options import MethodOptionError, check_options, resolved_options
+    from ..methods.registry import PluginError, UnknownMethodError, get_method, load_plugins
     from ..models.registry import ModelConfigError, get_builder
     from ..moe.experts import ExpertSpec
 
     for i, module in enumerate(suite.plugins):
         try:
             load_plugins([module])
-        except ImportError as exc:
+        except PluginError as exc:
             raise SuiteError(path, f"plugins[{i}]", str(exc), _line_of(node, ("plugins", i))) from None
+    classes = []
     for i, method in enumerate(suite.methods):
         try:
             cls = get_method(method.name)
         except UnknownMethodError as exc:
             raise SuiteError(path, f"methods[{i}].name", str(exc), _line_of(node, ("methods", i, "name"))) from None
+        options_field, options_line = f"methods[{i}].options", _line_of(node, ("methods", i, "options"))
         try:
-            cls(ExpertSpec(8, 16), 2, **method.options)  # a tiny instance checks names and values
-        except TypeError as exc:
-            raise SuiteError(path, f"methods[{i}].options", f"invalid option for {method.name!r}: {exc}", _line_of(node, ("methods", i, "options"))) from None
-        except ValueError as exc:
-            raise SuiteError(path, f"methods[{i}].options", str(exc), _line_of(node, ("methods", i, "options"))) from None
+            check_options(cls, method.options)
+            cls(ExpertSpec(8, 16), 2, **method.options)  # a tiny instance checks the values
+        except (MethodOptionError, TypeError, ValueError) as exc:
+            raise SuiteError(path, options_field, str(exc), options_line) from None
+        reduction = cls.reduces_to(resolved_options(cls, method.options), ModelFacts())
+        if reduction:
+            raise SuiteError(path, options_field, f"with these options {method.display!r} computes exactly {reduction}; an inert comparison", options_line)
+        classes.append(cls)
+    params = []
     for i, model in enumerate(suite.models):
         try:
-            get_builder(model.builder).validate(model.params)
+            params.append(get_builder(model.builder).validate(model.params))
         except ModelConfigError as exc:
             field = f"models[{i}].{exc.field}" if exc.field else f"models[{i}].builder"
             loc = ("models", i, *exc.loc) if exc.field else ("models", i, "builder")
             raise SuiteError(path, field, exc.message, _line_of(node, loc)) from None
+    used = {m.name for t in suite.tasks for m in suite.task_models(t)}
+    for i, model in enumerate(suite.models):
+        for method, cls in zip(suite.methods, classes):
+            if model.name not in used:
+                continue
+            facts = get_builder(model.builder).model_facts(params[i], cls)
+            reduction = cls.reduces_to(resolved_options(cls, method.options), facts)
+            if reduction:
+                raise SuiteError(
+                    path, f"models[{i}].params",
+                    f"on model {model.name!r} the method {method.display!r} computes exactly {reduction}: an inert comparison; "
+                    "change the model or drop the method", _line_of(node, ("models", i, "params")),
+                )
     for i, task in enumerate(suite.tasks):
         needed = TASK_MODEL_KINDS[task.type]
         for model in suite.task_models(task):

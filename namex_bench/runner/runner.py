@@ -64,6 +64,7 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         primary=result.primary,
         cells=result.cells,
         params=result.params,
+        diagnostics=result.diagnostics,
         timings={**result.timings, "total_s": time.perf_counter() - start},
     )
     return record

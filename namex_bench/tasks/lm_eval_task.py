@@ -4,7 +4,9 @@ lm-eval computes everything — prompts, multiple-choice log-likelihoods, metric
 stderr (``namex_bench/lmeval``); the record keeps its numbers as it reports them
 (``mmlu/acc``, ``arc_easy/acc_norm`` as metrics; with their ``…_stderr`` and sample counts
 per task, MMLU subject and group in the cells). The primary metric is the first task's ``acc``. Under ``--limit N`` lm-eval scores at most ``N`` examples per task (per
-MMLU subject) — the suite's own ``limit`` is the cap when it is smaller.
+MMLU subject) — the suite's own ``limit`` is the cap when it is smaller. The mechanism
+diagnostics (``tasks/diagnostics.py``) run on the fine-tuning corpus's test split, or — for a
+zero-shot model — on Shakespeare's (an offline archive), in blocks of 128 tokens.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import math
 import time
 
 from ..models.moe_model import parameter_counts
-from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry
+from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry, ShakespeareData
 from .base import RunContext, TaskResult
-from .language_modeling import train_lm
+from .language_modeling import lm_diagnostics, train_lm
 from .training import seeded_model
 
 
@@ -43,7 +45,11 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
     metrics.update({k: v for k, v in scores.metrics.items() if not k.endswith("_stderr") and math.isfinite(v)})
     cells = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in scores.cells]
     goals = {k: ("min" if k == "train_loss" else "max") for k in metrics}
+    start = time.perf_counter()
+    corpus, context = (task.finetune.data, task.finetune.context) if task.finetune is not None else (ShakespeareData(source="shakespeare"), 128)
+    diagnostics = lm_diagnostics(model, corpus, context, ctx)
+    timings["diagnostics_s"] = time.perf_counter() - start
     return TaskResult(
         metrics=metrics, goals=goals, primary=f"{task.tasks[0]}/acc", cells={"lm_eval": cells},
-        timings=timings, params=parameter_counts(model),
+        timings=timings, params=parameter_counts(model), diagnostics=diagnostics,
     )

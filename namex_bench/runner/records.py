@@ -23,8 +23,10 @@ A record (``results/<suite>/runs/<key>.json``)::
       "cells": {"<table>": [{"<key>": ..., "<metric>": ...}, ...]},  # per-cell results
       "timings": {"train_s": ..., "eval_s": ..., "step_s": ..., "total_s": ...},
       "params": {"total": ..., "active_per_token": ...},
-      "environment": {"python": ..., "torch": ..., "device": ..., "git_commit": ..., ...}
-    }
+      "diagnostics": {"batch": ..., "logit_std": ..., "layers": [...], "ablations": {...}},  # tasks/diagnostics.py
+      "environment": {"python": ..., "torch": ..., "device": ..., "git_commit": ..., ...},
+      "code": {"method": {"class": ..., "modules": {...}, "distribution": ..., "version": ..., "digest": ...}}
+    }                                  # code: methods/fingerprint.py; a changed digest reruns the run
 """
 
 from __future__ import annotations
@@ -109,14 +111,15 @@ def finished_keys(records: Iterable[dict[str, Any]]) -> set[str]:
     return {r["key"] for r in records if r.get("status") == "ok"}
 
 
-def supersede(results_root: Path, suite: str, keys: set[str]) -> list[Path]:
+def supersede(results_root: Path, suite: str, keys: set[str], suffix: str = "") -> list[Path]:
     """Move the records with these ``keys`` — older configurations of a run that has just
-    got a new record — to ``runs/superseded/``, so that a suite's leaderboard never counts
-    a run twice and nothing is deleted. Returns the new paths, sorted."""
+    got a new record, or records of code that has changed since — to
+    ``runs/superseded/<key><suffix>.json``, so that a suite's leaderboard never counts a run
+    twice and nothing is deleted. Returns the new paths, sorted."""
     directory = runs_dir(results_root, suite)
     moved = []
     for key in sorted(keys):
-        target = directory / "superseded" / f"{key}.json"
+        target = directory / "superseded" / f"{key}{suffix}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(directory / f"{key}.json", target)
         moved.append(target)

@@ -3,7 +3,10 @@
 A run whose record exists with status "ok" is skipped, so rerunning a suite resumes
 it; a failed run is recorded with its error and run again next time. When a run's
 configuration changes (an option, a default of the code), its new record supersedes the
-old one, which is moved to ``runs/superseded/``. Records are
+old one, which is moved to ``runs/superseded/``. When the code of a run's method has changed
+since its record was written (the record's ``code.method.digest``, ``methods/fingerprint.py``),
+the run is done again and its old record moved to ``runs/superseded/<key>.code-<digest>.json``:
+stale numbers are never reused silently. Records are
 written atomically, so stopping the runner at any moment (Ctrl-C, SIGKILL) loses no
 finished run and leaves no partial record. Under ``torchrun`` every rank executes
 every run together (data parallel) and only rank 0 writes.
@@ -20,6 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..device import autocast_dtype, resolve_device
+from ..methods.fingerprint import method_fingerprint
+from ..methods.registry import get_method
 from ..suite.expand import RunSpec, expand, shard
 from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
@@ -46,6 +51,7 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         "config": run.config,
         "reference": suite.reference,
         "environment": describe_environment(ctx.device, distributed.world_size()),
+        "code": {"method": method_fingerprint(get_method(run.method.name))},
     }
     start = time.perf_counter()
     try:
@@ -68,6 +74,22 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         timings={**result.timings, "total_s": time.perf_counter() - start},
     )
     return record
+
+
+def stale_records(records: list[dict], runs: list[RunSpec]) -> dict[str, str]:
+    """``{key: the record's code digest}`` of the finished runs whose method's code is not the
+    code that wrote their record (a record without a fingerprint counts as stale)."""
+    current = {name: method_fingerprint(get_method(name))["digest"] for name in {run.method.name for run in runs}}
+    wanted = {run.key: run.method.name for run in runs}
+    stale = {}
+    for record in records:
+        name = wanted.get(record["key"])
+        if name is None or record.get("status") != "ok":
+            continue
+        digest = ((record.get("code") or {}).get("method") or {}).get("digest")
+        if digest != current[name]:
+            stale[record["key"]] = digest or "unknown"
+    return stale
 
 
 def run_suite(
@@ -94,13 +116,19 @@ def run_suite(
     keys_by_name: dict[str, set[str]] = {}
     for r in existing:
         keys_by_name.setdefault(r["name"], set()).add(r["key"])
-    todo = [r for r in runs if r.key not in done]
+    stale = stale_records(existing, runs)
+    for run in runs:
+        if run.key in stale:
+            tqdm.write(f"run {run.name}: the code of method {run.method.name!r} changed since its record was written; running it again")
+    todo = [r for r in runs if r.key not in done or r.key in stale]
     summary = RunSummary(total=len(runs), skipped=len(runs) - len(todo))
     bar = tqdm(todo, desc=suite.name, unit="run", disable=None if distributed.is_main() else True)
     for run in bar:
         bar.set_postfix_str(run.name)
         record = execute(run, suite, ctx)
         if distributed.is_main():
+            if run.key in stale:
+                supersede(results_root, folder, {run.key}, suffix=f".code-{stale[run.key]}")
             write_json_atomic(record_path(results_root, folder, run.key), record)
             if record["status"] == "ok":
                 for path in supersede(results_root, folder, keys_by_name.get(run.name, set()) - {run.key}):

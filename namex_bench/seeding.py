@@ -17,8 +17,8 @@ builder the run's seed; a builder called with ``seed=None`` (the default, for li
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

@@ -176,13 +176,12 @@ def test_a_methods_own_random_draws_do_not_move_the_backbones_dropout(monkeypatc
         if not isinstance(method, str):
             for layer in model.moe_layers:
                 layer.method.__class__ = method
-        drawn = []
+        drawn = masks[str(method)] = []
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
-                module.register_forward_hook(lambda m, i, o: drawn.append(o == 0))
+                module.register_forward_hook(lambda m, i, o, drawn=drawn: drawn.append(o == 0))
         torch.manual_seed(7)
         model.train()(ids)
-        masks[str(method)] = drawn
     smear, noisy = masks.values()
     assert len(smear) == len(noisy) > 0
     assert all(torch.equal(a, b) for a, b in zip(smear, noisy))

@@ -28,9 +28,10 @@ run record holds (``tasks/diagnostics.py``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 

@@ -39,7 +39,7 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module_digest(module_name: str, source: str) -> str:
     try:
         text = ast.dump(_without_docstrings(ast.parse(source)))
@@ -59,7 +59,7 @@ def module_digest(module_name: str) -> str | None:
     return None if source is None else _module_digest(module_name, source)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _distribution(top_level: str) -> tuple[str | None, str | None]:
     names = importlib.metadata.packages_distributions().get(top_level) or []
     for name in names:

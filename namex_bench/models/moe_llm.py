@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
-from ..seeding import seeded
 from ..methods.base import ModelFacts
+from ..seeding import seeded
 from .hf_moe import HFMoEModel, adapt_moe_llm, find_moe_blocks, routing_from_config
 from .registry import register_builder
 

@@ -21,8 +21,9 @@ against ``logit_std`` did not reach the output: a defect of the defaults, not a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -76,6 +76,13 @@ class ModelFacts:
     top_k: int | None = None
 
 
+def inert_comparison(method: str, reduction: str, model: str | None = None) -> str:
+    """The message refusing ``method`` (on ``model``, or with its options alone) because it
+    computes exactly ``reduction`` (what :meth:`MergingMethod.reduces_to` said)."""
+    where = f"on model {model!r} the method {method!r}" if model is not None else f"with these options the method {method!r}"
+    return f"{where} computes exactly {reduction}: an inert comparison; change the {'model' if model else 'options'} or drop the method"
+
+
 @dataclass
 class MergeOutput:
     """``output [G, L, d]``, the ``state`` for the layer above, and diagnostics to log."""
@@ -151,9 +158,10 @@ class MergingMethod(nn.Module):
 
     @classmethod
     def reduces_to(cls, options: dict[str, Any], model: ModelFacts) -> str | None:
-        """When these ``options`` on this ``model`` provably compute another method: that method
-        and why (one phrase, e.g. ``"namex (β first acts on the third MoE layer's base)"``), else
-        ``None``. A suite that runs such a combination is refused: its rows would repeat another
+        """When these ``options`` (every default filled in) on this ``model`` provably compute
+        another method: that method and why (one phrase, e.g. ``"namex (β first acts on the
+        third MoE layer's base)"``), else ``None``; a field of ``model`` that is ``None`` is not
+        known yet. A suite that runs such a combination is refused: its rows would repeat another
         method's numbers under a different name."""
         return None
 

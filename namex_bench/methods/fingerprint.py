@@ -40,7 +40,7 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 
 @functools.cache
-def _module_digest(module_name: str, source: str) -> str:
+def _source_digest(source: str) -> str:
     try:
         text = ast.dump(_without_docstrings(ast.parse(source)))
     except SyntaxError:
@@ -56,7 +56,7 @@ def module_digest(module_name: str) -> str | None:
         source = inspect.getsource(module) if module is not None else None
     except (OSError, TypeError):
         source = None
-    return None if source is None else _module_digest(module_name, source)
+    return None if source is None else _source_digest(source)
 
 
 @functools.cache
@@ -72,11 +72,7 @@ def _distribution(top_level: str) -> tuple[str | None, str | None]:
 
 def method_fingerprint(cls: type[MergingMethod]) -> dict[str, Any]:
     """The fingerprint of ``cls``'s code (see the module docstring)."""
-    modules = {
-        klass.__module__: module_digest(klass.__module__)
-        for klass in cls.__mro__
-        if isinstance(klass, type) and issubclass(klass, MergingMethod)
-    }
+    modules = {klass.__module__: module_digest(klass.__module__) for klass in cls.__mro__ if issubclass(klass, MergingMethod)}
     distribution, version = _distribution(cls.__module__.split(".")[0])
     digest = hashlib.sha256(repr(sorted(modules.items())).encode()).hexdigest()[:16]
     return {

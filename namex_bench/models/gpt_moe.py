@@ -27,7 +27,7 @@ from pydantic import Field, PositiveInt
 from ..seeding import seeded
 from .hf_moe import HFMoEModel
 from .moe_model import PassHolder
-from .moe_params import MoEParams, cached_config, default_pooling, moe_slots, upcycled_facts
+from .moe_params import MoEParams, cached_config, default_pooling, moe_slots, moe_layer_facts
 from .registry import register_builder
 
 ARCHITECTURE = ("n_layer", "n_embd", "n_head", "n_positions")
@@ -62,9 +62,9 @@ class GptMoEParams(MoEParams):
 def gpt_moe_facts(params: GptMoEParams, method):
     """MoE layers and experts without building (a ``pretrained`` checkpoint only when it is on this machine)."""
     if params.pretrained is None:
-        return upcycled_facts(params, method, params.n_layer)
+        return moe_layer_facts(params, method, params.n_layer)
     config = cached_config(params.pretrained)
-    return upcycled_facts(params, method, None if config is None else config.n_layer)
+    return moe_layer_facts(params, method, None if config is None else config.n_layer)
 
 
 @register_builder("gpt_moe", GptMoEParams, kind="causal_lm", facts=gpt_moe_facts)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, PositiveInt
 from ..methods.base import ModelFacts
 from ..seeding import seeded
 from .hf_moe import HFMoEModel, adapt_moe_llm, find_moe_blocks, routing_from_config
+from .moe_params import cached_config
 from .registry import register_builder
 
 
@@ -76,14 +77,15 @@ def load_causal_lm(params: MoELLMParams, seed: int | None = None) -> tuple[Any, 
 
 
 def moe_llm_facts(params: MoELLMParams, method) -> ModelFacts:
-    """The sparse blocks of a ``config`` stand-in, counted on the meta device (a checkpoint's are
-    known only once it is loaded)."""
+    """The sparse blocks of the model, counted on the meta device: a ``config`` stand-in's, or a
+    checkpoint's whose config is already on this machine (remote code is not run to count)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if params.config is None:
+    if params.config is not None:
+        config = AutoConfig.for_model(**{"vocab_size": 8, **params.config})
+    elif params.trust_remote_code or (config := cached_config(params.pretrained)) is None:
         return ModelFacts()
-    config = AutoConfig.for_model(**{"vocab_size": 8, **params.config})
     with torch.device("meta"):
         blocks = find_moe_blocks(AutoModelForCausalLM.from_config(config))
     if not blocks:

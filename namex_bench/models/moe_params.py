@@ -36,7 +36,7 @@ def moe_block_indices(depth: int, which: str) -> list[int]:
     return list(range(depth)) if which == "every" else list(range(depth - 1, -1, -2))[::-1]
 
 
-def upcycled_facts(params: MoEParams, method: type[MergingMethod], num_ffns: int | None) -> ModelFacts:
+def moe_layer_facts(params: MoEParams, method: type[MergingMethod], num_ffns: int | None) -> ModelFacts:
     """:class:`ModelFacts` of a model whose ``num_ffns`` dense FFNs (``None``: unknown) become MoE
     layers as ``params`` says."""
     layers = None if num_ffns is None else len(moe_block_indices(num_ffns, params.moe_blocks))

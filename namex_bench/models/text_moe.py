@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..seeding import seeded
 from .moe_model import MoEModel, PassHolder
-from .moe_params import MoEParams, cached_config, default_pooling, moe_slots, upcycled_facts
+from .moe_params import MoEParams, cached_config, default_pooling, moe_slots, moe_layer_facts
 from .registry import register_builder
 
 T5_TYPES = ("t5", "mt5", "umt5")
@@ -122,7 +122,7 @@ def text_moe_facts(params: TextMoEParams, method):
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(**params.config) if params.config is not None else cached_config(params.pretrained)
-    return upcycled_facts(params, method, None if config is None else config.num_hidden_layers)
+    return moe_layer_facts(params, method, None if config is None else config.num_hidden_layers)
 
 
 @register_builder("text_moe", TextMoEParams, kind="text_classifier", facts=text_moe_facts)

@@ -20,7 +20,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 
 from ..seeding import seeded
 from .moe_model import MoEModel, PassHolder
-from .moe_params import MoEParams, default_pooling, moe_slots, upcycled_facts
+from .moe_params import MoEParams, default_pooling, moe_slots, moe_layer_facts
 from .registry import register_builder
 
 
@@ -74,10 +74,10 @@ def _create_timm(name: str, pretrained: bool, **kwargs):
 def vit_moe_facts(params: VitMoEParams, method):
     """MoE layers and experts without building: ``depth`` blocks, or a timm model's MLPs counted on the meta device."""
     if params.timm_model is None:
-        return upcycled_facts(params, method, params.depth)
+        return moe_layer_facts(params, method, params.depth)
     with torch.device("meta"):
         model = _create_timm(params.timm_model, False, **params.timm_kwargs)
-    return upcycled_facts(params, method, len(dense_mlps(model)))
+    return moe_layer_facts(params, method, len(dense_mlps(model)))
 
 
 @register_builder("vit_moe", VitMoEParams, facts=vit_moe_facts)

@@ -160,7 +160,7 @@ def load_suite(name_or_path: str) -> tuple[Suite, Path]:
 def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
     """What the schema alone cannot know: plugins, method names and options, model builders, and
     combinations of a method and a model under which the method provably computes another one."""
-    from ..methods.base import ModelFacts
+    from ..methods.base import ModelFacts, inert_comparison
     from ..methods.options import MethodOptionError, check_options, resolved_options
     from ..methods.registry import PluginError, UnknownMethodError, get_method, load_plugins
     from ..models.registry import ModelConfigError, get_builder
@@ -185,7 +185,7 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
             raise SuiteError(path, options_field, str(exc), options_line) from None
         reduction = cls.reduces_to(resolved_options(cls, method.options), ModelFacts())
         if reduction:
-            raise SuiteError(path, options_field, f"with these options {method.display!r} computes exactly {reduction}; an inert comparison", options_line)
+            raise SuiteError(path, options_field, inert_comparison(method.display, reduction), options_line)
         classes.append(cls)
     params = []
     for i, model in enumerate(suite.models):
@@ -195,19 +195,6 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
             field = f"models[{i}].{exc.field}" if exc.field else f"models[{i}].builder"
             loc = ("models", i, *exc.loc) if exc.field else ("models", i, "builder")
             raise SuiteError(path, field, exc.message, _line_of(node, loc)) from None
-    used = {m.name for t in suite.tasks for m in suite.task_models(t)}
-    for i, model in enumerate(suite.models):
-        for method, cls in zip(suite.methods, classes):
-            if model.name not in used:
-                continue
-            facts = get_builder(model.builder).model_facts(params[i], cls)
-            reduction = cls.reduces_to(resolved_options(cls, method.options), facts)
-            if reduction:
-                raise SuiteError(
-                    path, f"models[{i}].params",
-                    f"on model {model.name!r} the method {method.display!r} computes exactly {reduction}: an inert comparison; "
-                    "change the model or drop the method", _line_of(node, ("models", i, "params")),
-                )
     for i, task in enumerate(suite.tasks):
         needed = TASK_MODEL_KINDS[task.type]
         for model in suite.task_models(task):
@@ -220,6 +207,15 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
                     "list the task's models with `models: [...]`",
                     _line_of(node, ("tasks", i, field)),
                 )
+    used = {m.name for t in suite.tasks for m in suite.task_models(t)}
+    for i, model in enumerate(suite.models):  # methods that would compute another one on a model they run on
+        for method, cls in zip(suite.methods, classes):
+            reduction = model.name in used and cls.reduces_to(
+                resolved_options(cls, method.options), get_builder(model.builder).model_facts(params[i], cls)
+            )
+            if reduction:
+                raise SuiteError(path, f"models[{i}].params", inert_comparison(method.display, reduction, model.name),
+                                 _line_of(node, ("models", i, "params")))
 
 
 #: The kind of model (see ``models/registry.py``) each task type runs on.

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..methods.base import inert_comparison
 from ..methods.options import resolved_options
 from ..methods.registry import get_method
 from ..models.moe_model import MoEModel, model_facts
@@ -62,10 +63,7 @@ def seeded_model(model_entry: ModelEntry, method: MethodEntry, seed: int, device
     cls = get_method(method.name)
     reduction = cls.reduces_to(resolved_options(cls, dict(method.options)), model_facts(model))
     if reduction:
-        raise InertComparisonError(
-            f"on model {model_entry.name!r} the method {method.display!r} computes exactly {reduction}: an inert comparison; "
-            "change the model or drop the method"
-        )
+        raise InertComparisonError(inert_comparison(method.display, reduction, model_entry.name))
     seed_everything(seed)
     return model.to(device)
 

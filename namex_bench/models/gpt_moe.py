@@ -27,7 +27,7 @@ from pydantic import Field, PositiveInt
 from ..seeding import seeded
 from .hf_moe import HFMoEModel
 from .moe_model import PassHolder
-from .moe_params import MoEParams, cached_config, default_pooling, moe_slots, moe_layer_facts
+from .moe_params import MoEParams, cached_config, default_pooling, moe_layer_facts, moe_slots
 from .registry import register_builder
 
 ARCHITECTURE = ("n_layer", "n_embd", "n_head", "n_positions")

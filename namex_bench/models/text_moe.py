@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..seeding import seeded
 from .moe_model import MoEModel, PassHolder
-from .moe_params import MoEParams, cached_config, default_pooling, moe_slots, moe_layer_facts
+from .moe_params import MoEParams, cached_config, default_pooling, moe_layer_facts, moe_slots
 from .registry import register_builder
 
 T5_TYPES = ("t5", "mt5", "umt5")

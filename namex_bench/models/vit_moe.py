@@ -20,7 +20,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 
 from ..seeding import seeded
 from .moe_model import MoEModel, PassHolder
-from .moe_params import MoEParams, default_pooling, moe_slots, moe_layer_facts
+from .moe_params import MoEParams, default_pooling, moe_layer_facts, moe_slots
 from .registry import register_builder
 
 

@@ -260,11 +260,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_list_methods(args: argparse.Namespace) -> None:
     from .methods.base import MergingMethod
-    from .methods.registry import available_methods
+    from .methods.registry import PluginError, available_methods, broken_entry_points, load_plugins
 
+    try:
+        load_plugins(args.plugins or [])
+    except PluginError as exc:
+        raise UsageError(f"--plugins: {exc}") from None
     methods = available_methods()
     rows = [[name, ", ".join(cls.pooling_units), cls.base_expert.value, ", ".join(cls.presets) or "—", cls.description()] for name, cls in methods.items()]
     print(tabulate(rows, headers=["method", "pooling", "base expert", "presets", "description"], tablefmt="github"))
+    for reason in broken_entry_points().values():
+        print(f"namex-bench: warning: {reason}", file=sys.stderr)
     if not args.verbose:
         return
     show = lambda options: ", ".join(f"{k}={v!r}" for k, v in options.items())  # noqa: E731
@@ -480,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     list_what = list_cmd.add_subparsers(dest="what", required=True, metavar="WHAT")
     methods = list_what.add_parser("methods", help="every registered merging method, with a one-line description")
     methods.add_argument("-v", "--verbose", action="store_true", help="also print each method's documentation, options (with defaults) and presets")
+    methods.add_argument("--plugins", nargs="+", metavar="MODULE", help="import these modules first, so that their methods register")
     methods.set_defaults(func=_cmd_list_methods)
 
     bench = commands.add_parser("bench", help="speed benchmarks (ratios measured side by side in one process)")

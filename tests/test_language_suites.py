@@ -16,12 +16,13 @@ from namex_bench.cli import main
 pytestmark = pytest.mark.slow  # minutes on 2 cores: not in CI's second pass (generic CPU kernels)
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
-TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+# 3 layers: namex_mom on fewer MoE layers is namex, an inert comparison the suites refuse
+TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
              "intermediate_size": 64, "max_position_embeddings": 128}
-TINY_QWEN = {"model_type": "qwen2_moe", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+TINY_QWEN = {"model_type": "qwen2_moe", "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
              "intermediate_size": 64, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 16, "num_experts": 4,
              "num_experts_per_tok": 2, "max_position_embeddings": 256}
-TINY_DEEPSEEK = {"model_type": "deepseek_v2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+TINY_DEEPSEEK = {"model_type": "deepseek_v2", "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,
                  "kv_lora_rank": 16, "q_lora_rank": None, "qk_rope_head_dim": 4, "qk_nope_head_dim": 4, "v_head_dim": 8, "head_dim": 4,
                  "intermediate_size": 64, "moe_intermediate_size": 16, "n_shared_experts": 2, "n_routed_experts": 8,
                  "num_experts_per_tok": 2, "first_k_dense_replace": 1, "topk_method": "greedy", "max_position_embeddings": 256}
@@ -89,7 +90,7 @@ def test_wikitext_suite_dry_runs_on_a_local_copy(tmp_path):
     def edit(suite):
         suite["seeds"] = [0]
         suite["methods"] = [{"name": "smear"}, {"name": "namex_mom"}]
-        suite["models"][0]["params"] = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 1024, "num_experts": 2, "segment_length": 128}
+        suite["models"][0]["params"] = {"n_layer": 3, "n_embd": 32, "n_head": 2, "n_positions": 1024, "num_experts": 2, "segment_length": 128}
         suite["tasks"][0]["data"]["path"] = str(copy)
 
     path = stand_in("wikitext103", tmp_path, edit)
@@ -117,6 +118,13 @@ def test_llm_zeroshot_suite_dry_runs_on_tiny_moe_llms(tmp_path):
         assert "arc_easy/acc_stderr" not in r["metrics"] and "train_loss" not in r["metrics"]  # stderr: in the cells
         cell = next(c for c in r["cells"]["lm_eval"] if c["task"] == "arc_easy")
         assert cell["n"] == 3 and cell["split"] == "validation" and "acc_stderr" in cell
+        diagnostics = r["diagnostics"]  # zero-shot: measured on Shakespeare's test split
+        assert "shakespeare" in diagnostics["batch"]["source"] and diagnostics["batch"]["positions"] == 512
+        if r["config"]["method"]["name"] == "namex":
+            assert set(diagnostics["ablations"]) == {"base", "curvature", "propagation", "nash_weights"}
+            assert len(diagnostics["layers"]) == (3 if "qwen" in r["name"] else 2)
+        else:
+            assert diagnostics["ablations"] == {} and diagnostics["layers"] == []
 
 
 def test_a_task_on_a_model_of_the_wrong_kind_is_one_clean_error(tmp_path, capsys):
@@ -167,6 +175,9 @@ def test_regression_task_reports_pearson_and_spearman(tmp_path):
     result = run_text_classification(task, model, MethodEntry(name="namex"), 0, RunContext(torch.device("cpu"), None))
     assert result.primary == "pearson" and {"pearson", "spearman", "loss"} <= set(result.metrics)
     assert result.timings["train_steps"] == 3 and result.cells["test_sets"][0]["examples"] == 12
+    diagnostics = result.diagnostics  # a regression head: no prediction to change
+    assert diagnostics["batch"]["positions"] == 12 and diagnostics["ablations"]["nash_weights"]["changed_predictions"] is None
+    assert diagnostics["ablations"]["base"]["mean_abs_delta_logit"] > 0
 
 
 def test_a_pretrained_moe_llm_stand_in_fine_tunes_as_a_language_model():
@@ -180,3 +191,10 @@ def test_a_pretrained_moe_llm_stand_in_fine_tunes_as_a_language_model():
     result = run_language_modeling(task, model, MethodEntry(name="namex_mom"), 0, RunContext(torch.device("cpu"), None, limit=4))
     assert result.timings["train_steps"] == 2 and math.isfinite(result.metrics["train_loss"])
     assert math.isfinite(result.metrics["ppl"]) and result.metrics["ppl"] > 1
+    diagnostics = result.diagnostics
+    assert diagnostics["batch"]["positions"] == 512 and len(diagnostics["layers"]) == 3
+    assert set(diagnostics["ablations"]) == {"base", "curvature", "propagation", "nash_weights", "momentum"}
+    for layer in diagnostics["layers"]:
+        assert 0 < layer["nash_min_max"] <= 1 and layer["nash_residual"] < 1e-6 and sum(layer["nash_weights"]) == pytest.approx(1)
+    for part in diagnostics["ablations"].values():
+        assert part["mean_abs_delta_logit"] >= 0 and 0 <= part["changed_predictions"] <= 1

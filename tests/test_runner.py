@@ -1,6 +1,6 @@
 """The runner: complete records, resumable and shardable runs, atomic writes, failures recorded.
 
-Every test runs a tiny suite in process (a 2-block ViT-MoE of width 16 on 64 real
+Every test runs a tiny suite in process (a 3-block ViT-MoE of width 16 on 64 real
 MNIST digits, one epoch of 4 steps: well under a second a run) through
 ``namex_bench.cli.main``, with its results in ``tmp_path``.
 """
@@ -27,7 +27,7 @@ from namex_bench.suite.schema import MethodEntry
 from namex_bench.tasks import task_runner
 
 LIMIT = "64"
-MODEL = "{patch_size: 14, embed_dim: 16, depth: 2, num_heads: 2, mlp_ratio: 2.0, moe_blocks: every, num_experts: 2}"
+MODEL = "{patch_size: 14, embed_dim: 16, depth: 3, num_heads: 2, mlp_ratio: 2.0, moe_blocks: every, num_experts: 2}"
 
 
 def suite_text(name="tiny", methods=("smear", "namex_mom"), seeds=(0, 1), lr="1.0e-3", plugins=(), device="cpu",
@@ -378,7 +378,7 @@ def test_run_key_is_a_function_of_the_resolved_config(tmp_path):
     assert changed(method_options={"namex_mom": "{momentum_radius: 0.5}"}) == {
         "namex_mom/vit_tiny/mnist/seed0", "namex_mom/vit_tiny/mnist/seed1"}
     assert changed(lr="2.0e-3") == set(base)
-    assert changed(model=MODEL.replace("depth: 2", "depth: 3")) == set(base)
+    assert changed(model=MODEL.replace("depth: 3", "depth: 4")) == set(base)
     assert changed(seeds=(0, 2)) == {"smear/vit_tiny/mnist/seed1", "namex_mom/vit_tiny/mnist/seed1"}  # seed 0 kept its key
     assert changed(methods=("smear", "namex_mom", "smoe")) == set()  # other runs do not enter a run's key
     limited = keys_of(write_suite(tmp_path / "e"), 64)

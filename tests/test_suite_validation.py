@@ -33,7 +33,7 @@ models:
     params:
       patch_size: 14
       embed_dim: 16
-      depth: 2
+      depth: 3
       num_heads: 2
       mlp_ratio: 2.0
       moe_blocks: every
@@ -107,7 +107,7 @@ CASES = {
         ["unknown merging method 'namex_mon'", "known methods:", *available_methods()], "name: namex_mon"),
     "bad method option name": (
         edit("  - name: namex_mom", "  - name: ep_camex\n    options: {gama: 1}"), "methods[1].options",
-        ["invalid option for 'ep_camex'", "gama"], "options: {gama: 1}"),
+        ["method 'ep_camex' has no option 'gama'", "did you mean 'gamma'"], "options: {gama: 1}"),
     "bad method option value": (
         edit("  - name: namex_mom", "  - name: namex_mom\n    options: {momentum_radius: 5}"), "methods[1].options",
         ["momentum_radius"], "options: {momentum_radius: 5}"),
@@ -115,9 +115,9 @@ CASES = {
         edit("builder: vit_moe", "builder: vit_moo"), "models[0].builder", ["unknown model builder 'vit_moo'", "vit_moe"],
         "builder: vit_moo"),
     "bad model param value": (
-        edit("depth: 2", "depth: zero"), "models[0].params.depth", ["integer"], "depth: zero"),
+        edit("depth: 3", "depth: zero"), "models[0].params.depth", ["integer"], "depth: zero"),
     "unknown model param": (
-        edit("depth: 2", "depht: 2"), "models[0].params.depht", ["unknown field"], "depht: 2"),
+        edit("depth: 3", "depht: 3"), "models[0].params.depht", ["unknown field"], "depht: 3"),
     "missing required field": (
         edit("methods:\n  - name: smear\n  - name: namex_mom\n", "").replace("reference: smear\n", ""), "methods",
         ["required field is missing"], None),

@@ -17,7 +17,9 @@ Class attributes declare what the layer must provide:
 ``default_top_k``  — the router's ``k`` when the user gives none (``None`` = all ``N``);
 ``fixed_top_k_is_n`` — the method is defined with dense routing only (``k = N``);
 ``presets``        — named sets of options (:class:`Preset`), e.g. ``reference``: the method
-                     as its authors' code runs it.
+                     as its authors' code runs it;
+``ablations``      — the method's own parts that can be switched to a neutral value, name →
+                     what replaces it (see :meth:`MergingMethod.ablated`).
 
 Every method also takes the *routing options* of :class:`MergingMethod` (``router``,
 ``router_norm``, ``routing_padding``), which the layer reads from ``method.routing`` to build
@@ -25,14 +27,20 @@ and pool its routers: routing is part of how each paper defines its method (CAME
 routes each weight matrix separately, SMEAR's router normalises), so it is chosen with the
 method, per suite entry, while the layer does the routing. A method with options of its own
 passes ``**routing`` on to ``MergingMethod.__init__``.
+
+Two class methods let the suite refuse inert comparisons and the record measure mechanisms:
+:meth:`MergingMethod.reduces_to` says when a configuration provably computes another
+method; :meth:`MergingMethod.ablated` switches one part off for the diagnostics that every
+run record holds (``tasks/diagnostics.py``).
 """
 
 from __future__ import annotations
 
 import enum
-import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -78,6 +86,23 @@ class MergeInputs:
     moe_index: int
     top_k: int | None = None
     route_hidden: Callable[[Tensor], Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model tells a method about where it will run: ``num_moe_layers``, ``num_experts``
+    and the router's resolved ``top_k`` (a ``None`` field: not known before the model is built)."""
+
+    num_moe_layers: int | None = None
+    num_experts: int | None = None
+    top_k: int | None = None
+
+
+def inert_comparison(method: str, reduction: str, model: str | None = None) -> str:
+    """The message refusing ``method`` (on ``model``, or with its options alone) because it
+    computes exactly ``reduction`` (what :meth:`MergingMethod.reduces_to` said)."""
+    where = f"on model {model!r} the method {method!r}" if model is not None else f"with these options the method {method!r}"
+    return f"{where} computes exactly {reduction}: an inert comparison; change the {'model' if model else 'options'} or drop the method"
 
 
 @dataclass
@@ -132,6 +157,8 @@ class MergingMethod(nn.Module):
     default_top_k: ClassVar[int | None] = None
     fixed_top_k_is_n: ClassVar[bool] = False
     presets: ClassVar[dict[str, Preset]] = {}
+    ablations: ClassVar[dict[str, str]] = {}
+    _ablated: frozenset[str] = frozenset()  # the parts switched off by ablated(), per instance
 
     def __init__(
         self,
@@ -156,16 +183,10 @@ class MergingMethod(nn.Module):
 
     @classmethod
     def option_defaults(cls) -> dict[str, Any]:
-        """Every option with its default, from the ``__init__`` signatures up the MRO."""
-        options: dict[str, Any] = {}
-        for klass in reversed(cls.__mro__):
-            init = klass.__dict__.get("__init__")
-            if init is None:
-                continue
-            for name, param in inspect.signature(init).parameters.items():
-                if name not in ("self", "spec", "num_experts") and param.default is not inspect.Parameter.empty:
-                    options[name] = param.default
-        return options
+        """Every option with its default (:func:`~namex_bench.methods.options.default_options`)."""
+        from .options import default_options
+
+        return default_options(cls)
 
     @classmethod
     def preset_options(cls, preset: str | None) -> dict[str, Any]:
@@ -186,6 +207,53 @@ class MergingMethod(nn.Module):
         """Called when the layer is upcycled from a dense FFN (``dense``: its parameters, no
         expert axis), after the experts and base expert are loaded. A method may keep what it
         derives from it (``ep_camex``'s propagation anchor); by default it keeps nothing."""
+
+    @classmethod
+    def available_ablations(cls) -> dict[str, str]:
+        """Every ablation of the method, name → what replaces the part: those declared in
+        ``ablations`` up the class hierarchy, and ``"base"`` for methods whose MoE layers own a
+        base expert (the layer replaces it by the mean of its experts)."""
+        found: dict[str, str] = {}
+        if cls.base_expert is not BaseExpert.NONE:
+            found["base"] = "the trainable base expert E_m replaced by the mean of the layer's experts"
+        for klass in reversed(cls.__mro__):
+            found.update(vars(klass).get("ablations", {}))
+        return found
+
+    @contextmanager
+    def ablated(self, part: str) -> Iterator[None]:
+        """Within the block, compute the method with ``part`` (one of :meth:`available_ablations`)
+        replaced by its neutral value: ``with layer.method.ablated("nash_weights"): model(x)``."""
+        if part not in self.available_ablations():
+            known = ", ".join(self.available_ablations()) or "none"
+            raise ValueError(f"method {self.name or type(self).__name__!r} has no ablation {part!r}; it has: {known}")
+        previous = self._ablated
+        self._ablated = previous | {part}
+        try:
+            yield
+        finally:
+            self._ablated = previous
+
+    def is_ablated(self, part: str) -> bool:
+        """Whether ``part`` is switched off (inside :meth:`ablated`); a method's forward reads it."""
+        return part in self._ablated
+
+    @classmethod
+    def resolve_top_k(cls, num_experts: int, top_k: int | None = None) -> int:
+        """The router's ``k``: ``top_k`` if given, else ``N`` for dense methods, else
+        ``min(default_top_k, N)``."""
+        if top_k is not None:
+            return top_k
+        return num_experts if cls.fixed_top_k_is_n or cls.default_top_k is None else min(cls.default_top_k, num_experts)
+
+    @classmethod
+    def reduces_to(cls, options: dict[str, Any], model: ModelFacts) -> str | None:
+        """When these ``options`` (every default filled in) on this ``model`` provably compute
+        another method: that method and why (one phrase, e.g. ``"namex (β first acts on the
+        third MoE layer's base)"``), else ``None``; a field of ``model`` that is ``None`` is not
+        known yet. A suite that runs such a combination is refused: its rows would repeat another
+        method's numbers under a different name."""
+        return None
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:  # pragma: no cover - abstract
         raise NotImplementedError

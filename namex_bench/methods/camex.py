@@ -61,6 +61,7 @@ class CAMEx(MergingMethod):
 
     base_expert = BaseExpert.EVERY_LAYER
     presets = {"reference": Preset(f"as the CAMEx scripts run it — {CAMEX_REFERENCE_SOURCE}", CAMEX_REFERENCE)}
+    ablations = {"curvature": "every M_i replaced by the identity (τ̃ = τ)"}
 
     def __init__(
         self,
@@ -86,7 +87,7 @@ class CAMEx(MergingMethod):
     def domain_vectors(self, experts: ExpertParams, base: ExpertParams) -> tuple[ExpertParams, ExpertParams]:
         """``(τ, τ̃)``: ``τ_i = E_i − E_m`` and ``τ̃_i = M_i(τ_i)``."""
         tau = combine(experts, base, lambda e, b: e - b.unsqueeze(0))
-        return tau, self.curvature(tau)
+        return tau, tau if self.is_ablated("curvature") else self.curvature(tau)
 
     def merge(self, base: ExpertParams, tau: ExpertParams, tau_tilde: ExpertParams, scores: torch.Tensor) -> MergedExperts:
         """``Ê_g = E_m + Σ_i s_gi · mask_i ⊙ τ̃_i`` for every group ``g`` (and every parameter of ``tau``),

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..moe.experts import ExpertParams, combine
 from ..moe.state import PropagationState
-from .base import BaseExpert, MergeInputs, MergeOutput, Preset
+from .base import BaseExpert, MergeInputs, MergeOutput, ModelFacts, Preset
 from .camex import CAMEX_REFERENCE, CAMEX_REFERENCE_SOURCE, CAMEx
 from .registry import register_method
 
@@ -44,6 +44,7 @@ class EPCAMEx(CAMEx):
             {**CAMEX_REFERENCE, "propagation": "paper"},
         )
     }
+    ablations = {"propagation": "γ = 0: every MoE layer merges around the first layer's base"}
 
     def __init__(self, spec, num_experts, gamma: float = 1.0, propagation: Literal["offset", "paper"] = "offset", **camex_options):
         super().__init__(spec, num_experts, **camex_options)
@@ -84,13 +85,24 @@ class EPCAMEx(CAMEx):
             next_base = combine(next_base, anchor, torch.sub)
         return state.advanced(base=next_base, **changes)
 
+    @property
+    def effective_gamma(self) -> float:
+        """``γ``, or 0 under the ``"propagation"`` ablation."""
+        return 0.0 if self.is_ablated("propagation") else self.gamma
+
+    @classmethod
+    def reduces_to(cls, options, model: ModelFacts) -> str | None:
+        if model.num_moe_layers == 1:
+            return "camex (a single MoE layer: no layer receives the propagated base)"
+        return None
+
     def direction(self, tau_tilde: ExpertParams) -> tuple[ExpertParams, dict[str, Tensor]]:
         """``d^l = (1/N) Σ_i τ̃_i^l``, the step towards the experts' centroid, and diagnostics."""
         return {name: t.mean(0) for name, t in tau_tilde.items()}, {}
 
     def propagate(self, state: PropagationState, base: ExpertParams, d: ExpertParams) -> PropagationState:
         """``E_m^{l+1} = E_m^l + γ · d^l``."""
-        return self.handed_on(state, combine(base, d, lambda b, step: b + self.gamma * step))
+        return self.handed_on(state, combine(base, d, lambda b, step: b + self.effective_gamma * step))
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
         base = self.layer_base(inputs)

@@ -8,7 +8,7 @@ from torch import Tensor
 from ..moe.experts import ExpertParams, gram, weighted_sum
 from ..moe.router import at_least_float32
 from ..nash import nash_bargaining
-from .base import MergeInputs, MergeOutput
+from .base import MergeInputs, MergeOutput, ModelFacts
 from .ep_camex import EPCAMEx
 from .registry import register_method
 
@@ -33,6 +33,8 @@ class NAMEx(EPCAMEx):
             the step is ``ep_camex``'s mean); or both.
         nbs_iters (int, 30): Newton iterations of the solver (fixed: no host sync).
     """
+
+    ablations = {"nash_weights": "uniform weights (the mean of α) in place of the Nash bargaining solution"}
 
     def __init__(self, spec, num_experts, normalisation: str = "normalised", placement: str = "propagation", nbs_iters: int = 30, **ep_options):
         super().__init__(spec, num_experts, **ep_options)
@@ -60,7 +62,19 @@ class NAMEx(EPCAMEx):
         alpha, residual = nash_bargaining(G, max_iter=self.nbs_iters, zero_tol=1e-12 * experts_sq_norm)
         if self.normalisation == "normalised":
             alpha = alpha / alpha.sum()
-        return alpha.to(G.dtype), {"nbs_weights": alpha.to(G.dtype), "nbs_residual": residual.to(G.dtype)}
+        used = alpha.mean().expand_as(alpha) if self.is_ablated("nash_weights") else alpha
+        return used.to(G.dtype), {"nbs_weights": alpha.to(G.dtype), "nbs_residual": residual.to(G.dtype)}
+
+    @classmethod
+    def reduces_to(cls, options, model: ModelFacts) -> str | None:
+        if model.num_experts == 1:
+            return "ep_camex (a single expert: α̂ = 1)"
+        if options.get("placement") == "propagation":
+            if model.num_moe_layers == 1:
+                return "camex (a single MoE layer: the Nash weights only shape the step to the next layer)"
+            if options.get("gamma") == 0:
+                return "ep_camex with gamma: 0 (γ = 0: the Nash weights scale a step of length 0)"
+        return None
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
         base = self.layer_base(inputs)

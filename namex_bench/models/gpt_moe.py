@@ -25,9 +25,10 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
+from ..seeding import seeded
 from .hf_moe import HFMoEModel
 from .moe_model import PassHolder
-from .moe_params import MoEParams, default_pooling, moe_slots
+from .moe_params import MoEParams, cached_config, default_pooling, moe_layer_facts, moe_slots
 from .registry import register_builder
 
 ARCHITECTURE = ("n_layer", "n_embd", "n_head", "n_positions")
@@ -59,8 +60,16 @@ class GptMoEParams(MoEParams):
                 raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
 
 
-@register_builder("gpt_moe", GptMoEParams, kind="causal_lm")
-def build_gpt_moe(params: GptMoEParams, method: str, method_options: dict) -> HFMoEModel:
+def gpt_moe_facts(params: GptMoEParams, method):
+    """MoE layers and experts without building (a ``pretrained`` checkpoint only when it is on this machine)."""
+    if params.pretrained is None:
+        return moe_layer_facts(params, method, params.n_layer)
+    config = cached_config(params.pretrained)
+    return moe_layer_facts(params, method, None if config is None else config.n_layer)
+
+
+@register_builder("gpt_moe", GptMoEParams, kind="causal_lm", facts=gpt_moe_facts)
+def build_gpt_moe(params: GptMoEParams, method: str, method_options: dict, *, seed: int | None = None) -> HFMoEModel:
     """A transformers GPT-2 (from scratch or upcycled) with MoE MLPs and causal routing."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
@@ -77,14 +86,15 @@ def build_gpt_moe(params: GptMoEParams, method: str, method_options: dict) -> HF
             n_head=params.n_head, resid_pdrop=params.dropout, embd_pdrop=params.dropout, attn_pdrop=params.dropout,
             bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
         )
-        model = GPT2LMHeadModel(config)
+        with seeded(seed, "backbone"):
+            model = GPT2LMHeadModel(config)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     passes = PassHolder()
     blocks = list(model.transformer.h)
     pooling = params.pooling or default_pooling(method, "segment")
     slots = moe_slots(
-        [block.mlp for block in blocks], params, method, method_options, passes,
+        [block.mlp for block in blocks], params, method, method_options, passes, seed=seed,
         pooling=pooling, segment_length=params.segment_length, first_segment=params.first_segment,
     )
     for index, slot in slots.items():

@@ -79,6 +79,7 @@ from ..moe.experts import ExpertParams, ExpertSpec
 from ..moe.layer import MoELayer
 from ..moe.router import Router, Routing, wide_linear
 from ..moe.upcycle import dense_ffn_params, identify_activation
+from ..seeding import seeded
 from .moe_model import MoEModel, MoESlot, PassHolder
 
 __all__ = ["HFMoEBlock", "HFMoEModel", "HFRouter", "HFRouting", "SharedExpertBranch", "adapt_moe_llm", "find_moe_blocks", "routing_from_config"]
@@ -336,7 +337,9 @@ def adapt_moe_llm(
         return_router_logits: blocks return ``(y, router_logits)`` (transformers 4.x style).
         layer_options: for :class:`MoELayer`. ``top_k`` defaults to the architecture's
             (``N`` for dense-only methods); ``pooling`` to the method's first causal unit
-            (``token`` or ``segment``); ``noisy_gating`` is not supported.
+            (``token`` or ``segment``); ``noisy_gating`` is not supported; with a ``seed`` every
+            layer's random draws (initialisation, each forward call's) are streams of their own
+            (:mod:`namex_bench.seeding`).
     """
     if base not in ("auto", "shared", "mean"):
         raise ValueError(f"base must be 'auto', 'shared' or 'mean', got {base!r}")
@@ -376,10 +379,11 @@ def adapt_moe_llm(
         layer = MoELayer(spec, num_experts, method_cls, method_options, top_k=k, pooling=pooling, moe_index=moe_index, **layer_options)
         if layer.hidden_router is not None or layer.router.input_norm is not None:
             raise ValueError(f"method {name!r}: the pretrained router is one linear router; its options router/router_norm must be 'shared'/'none'")
-        layer.router = HFRouter(
-            d_model, num_experts, layer.router.top_k, normalize_top_k=routing.normalize_top_k,
-            group_limited=routing.group_limited if layer.router.top_k < num_experts else None,
-        )
+        with seeded(layer_options.get("seed"), f"moe{moe_index}.router"):  # its weight is the block's router's
+            layer.router = HFRouter(
+                d_model, num_experts, layer.router.top_k, normalize_top_k=routing.normalize_top_k,
+                group_limited=routing.group_limited if layer.router.top_k < num_experts else None,
+            )
         layer.to(device=router_weight.device, dtype=router_weight.dtype)
         shared = shared_branch(block)
         with torch.no_grad():
@@ -391,7 +395,7 @@ def adapt_moe_llm(
                 if layer.base is not None:
                     layer.base.load_dense(initial_base)
                 layer.method.init_from_dense(initial_base)  # expert propagation: the layer's anchor
-        new_block = HFMoEBlock(MoESlot(layer, passes), shared, routing.routed_scaling_factor, return_router_logits)
+        new_block = HFMoEBlock(MoESlot(layer, passes, layer_options.get("seed")), shared, routing.routed_scaling_factor, return_router_logits)
         parent_name, _, child = qualname.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new_block)
     return HFMoEModel(model, passes)

@@ -21,7 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
-from .hf_moe import HFMoEModel, adapt_moe_llm
+from ..methods.base import ModelFacts
+from ..seeding import seeded
+from .hf_moe import HFMoEModel, adapt_moe_llm, find_moe_blocks, routing_from_config
+from .moe_params import cached_config
 from .registry import register_builder
 
 
@@ -46,8 +49,9 @@ class MoELLMParams(BaseModel):
             raise ValueError("config needs a `model_type` (qwen2_moe, mixtral, olmoe, deepseek_v2)")
 
 
-def load_causal_lm(params: MoELLMParams) -> tuple[Any, Any]:
-    """``(model, tokenizer)``: the dense-routed original, in eval mode."""
+def load_causal_lm(params: MoELLMParams, seed: int | None = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)``: the dense-routed original, in eval mode (a ``config`` stand-in is
+    initialised from the stream ``(seed, "backbone")``)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -58,7 +62,8 @@ def load_causal_lm(params: MoELLMParams) -> tuple[Any, Any]:
         fields = {"vocab_size": len(tokenizer), **params.config}
         if fields["vocab_size"] < len(tokenizer):
             raise ValueError(f"config.vocab_size={fields['vocab_size']} is smaller than the tokenizer's {len(tokenizer)} tokens")
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**fields))
+        with seeded(seed, "backbone"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**fields))
         if params.dtype != "auto":
             model.to(getattr(torch, params.dtype))
     else:
@@ -71,11 +76,30 @@ def load_causal_lm(params: MoELLMParams) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-@register_builder("moe_llm", MoELLMParams, kind="causal_lm")
-def build_moe_llm(params: MoELLMParams, method: str, method_options: dict) -> HFMoEModel:
+def moe_llm_facts(params: MoELLMParams, method) -> ModelFacts:
+    """The sparse blocks of the model, counted on the meta device: a ``config`` stand-in's, or a
+    checkpoint's whose config is already on this machine (remote code is not run to count)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if params.config is not None:
+        config = AutoConfig.for_model(**{"vocab_size": 8, **params.config})
+    elif params.trust_remote_code or (config := cached_config(params.pretrained)) is None:
+        return ModelFacts()
+    with torch.device("meta"):
+        blocks = find_moe_blocks(AutoModelForCausalLM.from_config(config))
+    if not blocks:
+        return ModelFacts(0)
+    num_experts = blocks[0][1].gate.weight.shape[0]
+    top_k = params.top_k or (None if method.fixed_top_k_is_n else min(routing_from_config(config).top_k, num_experts))
+    return ModelFacts(len(blocks), num_experts, method.resolve_top_k(num_experts, top_k))
+
+
+@register_builder("moe_llm", MoELLMParams, kind="causal_lm", facts=moe_llm_facts)
+def build_moe_llm(params: MoELLMParams, method: str, method_options: dict, *, seed: int | None = None) -> HFMoEModel:
     """A pretrained transformers MoE LLM (Qwen2-MoE, Mixtral, OLMoE, DeepSeek) with merged MoE blocks."""
-    model, tokenizer = load_causal_lm(params)
-    options = {"segment_length": params.segment_length, "first_segment": params.first_segment}
+    model, tokenizer = load_causal_lm(params, seed)
+    options = {"segment_length": params.segment_length, "first_segment": params.first_segment, "seed": seed}
     if params.top_k is not None:
         options["top_k"] = params.top_k
     if params.pooling is not None:

@@ -17,8 +17,10 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
+from ..methods.base import ModelFacts
 from ..moe.layer import MoELayer
 from ..moe.state import PropagationState
+from ..seeding import seeded
 
 
 @dataclass
@@ -52,18 +54,27 @@ class MoESlot(nn.Module):
     """Stands where a dense FFN stood: ``y = MoE(x)`` within the model's current pass.
 
     Inputs ``[B, ..., d]`` (e.g. channels-last ``[B, H, W, d]`` feature maps) are run as
-    ``[B, T, d]`` token sequences and reshaped back."""
+    ``[B, T, d]`` token sequences and reshaped back.
 
-    def __init__(self, layer: MoELayer, passes: PassHolder):
+    With a ``seed``, call ``n`` of the layer runs on torch's global generator seeded for
+    ``(seed, "moe<i>.forward<n>")`` and restored afterwards (``namex_bench.seeding.seeded``):
+    whatever the layer draws — noisy gating, a method's own dropout — is its own stream, and the
+    backbone's dropout masks and the data augmentation are the same whatever the method draws."""
+
+    def __init__(self, layer: MoELayer, passes: PassHolder, seed: int | None = None):
         super().__init__()
         self.layer = layer
         self._passes = passes
+        self._seed = seed
+        self._calls = 0
 
     def forward(self, x: Tensor) -> Tensor:
         current = self._passes.current
         if current is None:
             raise RuntimeError("an MoE layer ran outside MoEModel.forward: call the wrapping MoEModel, not its backbone")
-        out = self.layer(x.reshape(x.shape[0], -1, x.shape[-1]), current.state.to(x.device), current.padding_mask)
+        self._calls += 1
+        with seeded(self._seed, f"moe{self.layer.moe_index}.forward{self._calls}", x.device):
+            out = self.layer(x.reshape(x.shape[0], -1, x.shape[-1]), current.state.to(x.device), current.padding_mask)
         current.state = out.state
         current.aux_loss = current.aux_loss + out.aux_loss
         current.stats.append(out.stats)
@@ -143,6 +154,14 @@ class MoEModel(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
+
+
+def model_facts(model: MoEModel) -> ModelFacts:
+    """The :class:`ModelFacts` of a built model: its MoE layers, and the first one's experts and ``k``."""
+    layers = model.moe_layers
+    if not layers:
+        return ModelFacts(0)
+    return ModelFacts(len(layers), layers[0].num_experts, layers[0].router.top_k)
 
 
 def parameter_counts(model: MoEModel) -> dict[str, int]:

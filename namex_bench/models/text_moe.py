@@ -29,8 +29,9 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..seeding import seeded
 from .moe_model import MoEModel, PassHolder
-from .moe_params import MoEParams, default_pooling, moe_slots
+from .moe_params import MoEParams, cached_config, default_pooling, moe_layer_facts, moe_slots
 from .registry import register_builder
 
 T5_TYPES = ("t5", "mt5", "umt5")
@@ -115,29 +116,40 @@ class EncoderClassifier(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-@register_builder("text_moe", TextMoEParams, kind="text_classifier")
-def build_text_moe(params: TextMoEParams, method: str, method_options: dict, num_labels: int) -> MoEModel:
+def text_moe_facts(params: TextMoEParams, method):
+    """MoE layers and experts without building: one FFN per encoder layer (BERT ``num_hidden_layers``,
+    T5 ``num_layers``); a ``pretrained`` checkpoint only when its config is on this machine."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(**params.config) if params.config is not None else cached_config(params.pretrained)
+    return moe_layer_facts(params, method, None if config is None else config.num_hidden_layers)
+
+
+@register_builder("text_moe", TextMoEParams, kind="text_classifier", facts=text_moe_facts)
+def build_text_moe(params: TextMoEParams, method: str, method_options: dict, num_labels: int, *, seed: int | None = None) -> MoEModel:
     """A transformers encoder (BERT family, T5) with upcycled MoE FFNs and a classification head."""
     from transformers import AutoTokenizer
 
     from ..data.tokenizers import resolve_pretrained
 
-    encoder = load_encoder(params)
+    with seeded(seed, "backbone"):  # a random encoder, or a checkpoint's weights that were not in it
+        encoder = load_encoder(params)
     tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(params.tokenizer or params.pretrained))
     passes = PassHolder()
     ffns = encoder_ffns(encoder)
     dense = [module if kind == "bert" else module.DenseReluDense for module, kind in ffns]
     pooling = params.pooling or default_pooling(method, "sequence")
-    for index, slot in moe_slots(dense, params, method, method_options, passes, pooling=pooling).items():
+    for index, slot in moe_slots(dense, params, method, method_options, passes, seed=seed, pooling=pooling).items():
         module, kind = ffns[index]
         if kind == "bert":  # intermediate → the whole FFN; output keeps dropout, residual, LayerNorm
             module.intermediate = slot
             module.output.dense = nn.Identity()
         else:
             module.DenseReluDense = slot
-    classifier = EncoderClassifier(encoder, num_labels, params.classifier_pooling, params.classifier_dropout)
-    nn.init.normal_(classifier.head.weight, std=0.02)
-    nn.init.zeros_(classifier.head.bias)
+    with seeded(seed, "head"):
+        classifier = EncoderClassifier(encoder, num_labels, params.classifier_pooling, params.classifier_dropout)
+        nn.init.normal_(classifier.head.weight, std=0.02)
+        nn.init.zeros_(classifier.head.bias)
     model = MoEModel(classifier, passes)
     model.tokenizer = tokenizer
     return model

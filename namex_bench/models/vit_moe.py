@@ -19,8 +19,9 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from ..data.paths import require_file
+from ..seeding import seeded
 from .moe_model import MoEModel, PassHolder
-from .moe_params import MoEParams, default_pooling, moe_slots
+from .moe_params import MoEParams, default_pooling, moe_layer_facts, moe_slots
 from .registry import register_builder
 
 
@@ -71,19 +72,31 @@ def _create_timm(name: str, pretrained: bool, **kwargs):
         return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
-@register_builder("vit_moe", VitMoEParams)
-def build_vit_moe(params: VitMoEParams, method: str, method_options: dict, num_classes: int, in_chans: int, img_size: int) -> MoEModel:
+def vit_moe_facts(params: VitMoEParams, method):
+    """MoE layers and experts without building: ``depth`` blocks, or a timm model's MLPs counted on the meta device."""
+    if params.timm_model is None:
+        return moe_layer_facts(params, method, params.depth)
+    with torch.device("meta"):
+        model = _create_timm(params.timm_model, False, **params.timm_kwargs)
+    return moe_layer_facts(params, method, len(dense_mlps(model)))
+
+
+@register_builder("vit_moe", VitMoEParams, facts=vit_moe_facts)
+def build_vit_moe(
+    params: VitMoEParams, method: str, method_options: dict, num_classes: int, in_chans: int, img_size: int, *, seed: int | None = None,
+) -> MoEModel:
     """A timm ViT (or any timm model with Mlp blocks) with MoE MLPs (every one or every other)."""
     from timm.models.vision_transformer import VisionTransformer
 
-    if params.timm_model:
-        vit = _create_timm(params.timm_model, params.pretrained, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **params.timm_kwargs)
-    else:
-        vit = VisionTransformer(
-            img_size=img_size, patch_size=params.patch_size, in_chans=in_chans, num_classes=num_classes,
-            embed_dim=params.embed_dim, depth=params.depth, num_heads=params.num_heads, mlp_ratio=params.mlp_ratio,
-            drop_rate=params.drop_rate,
-        )
+    with seeded(seed, "backbone"):  # the whole timm model, head included: the same for every method
+        if params.timm_model:
+            vit = _create_timm(params.timm_model, params.pretrained, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **params.timm_kwargs)
+        else:
+            vit = VisionTransformer(
+                img_size=img_size, patch_size=params.patch_size, in_chans=in_chans, num_classes=num_classes,
+                embed_dim=params.embed_dim, depth=params.depth, num_heads=params.num_heads, mlp_ratio=params.mlp_ratio,
+                drop_rate=params.drop_rate,
+            )
     if params.checkpoint is not None:
         state = torch.load(params.checkpoint, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("head.")}  # the head is task-specific
@@ -94,7 +107,7 @@ def build_vit_moe(params: VitMoEParams, method: str, method_options: dict, num_c
     passes = PassHolder()
     mlps = dense_mlps(vit)
     slots = moe_slots(
-        [mlp for _, _, mlp in mlps], params, method, method_options, passes, from_dense=from_dense,
+        [mlp for _, _, mlp in mlps], params, method, method_options, passes, seed=seed, from_dense=from_dense,
         pooling=pooling, num_prefix_tokens=getattr(vit, "num_prefix_tokens", 0),
     )
     for index, slot in slots.items():

@@ -22,8 +22,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..methods.base import BaseExpert, MergeInputs, MergingMethod
+from ..methods.base import BaseExpert, MergeInputs, MergeOutput, MergingMethod
 from ..methods.registry import get_method
+from ..seeding import seeded
 from .aux_loss import AUX_LOSSES, aux_loss
 from .experts import ExpertBank, ExpertParams, ExpertSpec, check_params
 from .pooling import FIRST_SEGMENT_ROUTING, Groups, make_groups
@@ -62,6 +63,9 @@ class MoELayer(nn.Module):
         aux_loss: ``"switch"``, ``"cv2"`` or ``"none"``.
         aux_loss_coef: the coefficient the auxiliary loss is multiplied by.
         moe_index: this layer's position among the model's MoE layers (0 = first).
+        seed: each part — ``router``, ``experts``, ``method``, ``base`` — is initialised from
+            its own stream keyed on ``(seed, "moe<moe_index>.<part>")`` (``namex_bench.seeding``),
+            so the parts two methods share start equal; ``None``: torch's global generator.
     """
 
     def __init__(
@@ -80,12 +84,12 @@ class MoELayer(nn.Module):
         aux_loss: str = "switch",
         aux_loss_coef: float = 0.01,
         moe_index: int = 0,
+        seed: int | None = None,
     ):
         super().__init__()
         method_cls = get_method(method) if isinstance(method, str) else method
         name = method_cls.name or method_cls.__name__
-        if top_k is None:
-            top_k = num_experts if method_cls.fixed_top_k_is_n or method_cls.default_top_k is None else min(method_cls.default_top_k, num_experts)
+        top_k = method_cls.resolve_top_k(num_experts, top_k)
         if method_cls.fixed_top_k_is_n and top_k != num_experts:
             raise ValueError(f"method {name!r} merges with dense routing: top_k must be num_experts={num_experts}, got {top_k}")
         pooling = pooling or method_cls.pooling_units[0]
@@ -108,7 +112,8 @@ class MoELayer(nn.Module):
         self.aux_loss_coef = aux_loss_coef
         self.moe_index = moe_index
 
-        method = method_cls(spec, num_experts, **(method_options or {}))
+        with seeded(seed, f"moe{moe_index}.method"):
+            method = method_cls(spec, num_experts, **(method_options or {}))
         routing = method.routing
         if routing.router == "per_matrix" and (pooling == "token" or not spec.output_matrices):
             raise ValueError(
@@ -116,25 +121,32 @@ class MoELayer(nn.Module):
                 f"mlp or glu expert; got pooling {pooling!r}, expert kind {spec.kind!r}"
             )
         self.routing_padding = routing.routing_padding
-        self.router = Router(spec.d_model, num_experts, top_k, noisy_gating=noisy_gating, norm=routing.router_norm)
-        self.hidden_router = (
-            Router(spec.d_hidden, num_experts, top_k, noisy_gating=noisy_gating, norm=routing.router_norm)
-            if routing.router == "per_matrix" else None
-        )
-        self.experts = ExpertBank(spec, num_experts)
+        with seeded(seed, f"moe{moe_index}.router"):
+            self.router = Router(spec.d_model, num_experts, top_k, noisy_gating=noisy_gating, norm=routing.router_norm)
+        with seeded(seed, f"moe{moe_index}.hidden_router"):
+            self.hidden_router = (
+                Router(spec.d_hidden, num_experts, top_k, noisy_gating=noisy_gating, norm=routing.router_norm)
+                if routing.router == "per_matrix" else None
+            )
+        with seeded(seed, f"moe{moe_index}.experts"):
+            self.experts = ExpertBank(spec, num_experts)
         self.method = method
         owns_base = method_cls.base_expert is BaseExpert.EVERY_LAYER or (
             method_cls.base_expert is BaseExpert.FIRST_LAYER and moe_index == 0
         )
-        self.base = ExpertBank(spec, 1) if owns_base else None
+        with seeded(seed, f"moe{moe_index}.base"):
+            self.base = ExpertBank(spec, 1) if owns_base else None
 
     @property
     def method_name(self) -> str:
         return self.method.name or type(self.method).__name__
 
     def base_expert(self, state: PropagationState) -> ExpertParams | None:
-        """``E_m`` for this layer: its own, the one propagated from below, or ``None``."""
+        """``E_m`` for this layer: its own (the mean of its experts under the method's ``"base"``
+        ablation), the one propagated from below, or ``None``."""
         if self.base is not None:
+            if self.method.is_ablated("base"):
+                return {name: p.mean(0) for name, p in self.experts.params().items()}
             return self.base.expert(0)
         if self.method.base_expert is not BaseExpert.FIRST_LAYER:
             return None
@@ -199,6 +211,7 @@ class MoELayer(nn.Module):
                 route_hidden=route_hidden,
             )
         )
+        self._check_output(out, groups.tokens)
         if route_hidden is not None and len(routings) < 2:
             raise RuntimeError(
                 f"method {self.method_name!r} ignored the router of the output matrices (router: per_matrix): "
@@ -229,6 +242,19 @@ class MoELayer(nn.Module):
             return groups.scores_in_use(routing.scores, lambda: self._prior(self.hidden_router, hidden))
 
         return route_hidden
+    def _check_output(self, out: Any, tokens: Tensor) -> None:
+        """A method must return a :class:`MergeOutput` whose ``output`` has the shape of its input tokens."""
+        if not isinstance(out, MergeOutput) or not isinstance(out.state, PropagationState):
+            raise TypeError(
+                f"method {self.method_name!r} returned {type(out).__name__}; expected MergeOutput(output, state, stats) "
+                "with state a PropagationState (e.g. inputs.state.advanced())"
+            )
+        if not isinstance(out.output, Tensor) or out.output.shape != tokens.shape:
+            got = tuple(out.output.shape) if isinstance(out.output, Tensor) else type(out.output).__name__
+            raise ValueError(
+                f"method {self.method_name!r} returned output of shape {got}; expected {tuple(tokens.shape)}, the shape of "
+                f"MergeInputs.tokens: [groups, tokens per group, d_model] ({self.pooling} pooling)"
+            )
 
     def extra_repr(self) -> str:
         return f"method={self.method_name}, pooling={self.pooling}, top_k={self.router.top_k}, moe_index={self.moe_index}"

@@ -3,6 +3,7 @@
     statistics   mean, std, 95% CI over seeds; paired t-tests; "mean ± ci" formatting
     leaderboard  records -> tables (pandas), grouped by task and model
     robustness   records with corruption cells -> clean error, mean CE, CE relative to the reference, per corruption
+    mechanisms   records' diagnostics -> per method, the output change when each of its parts is ablated
     render       tables -> Markdown, CSV, LaTeX text
     plots        leaderboard -> PNG bar chart; robustness -> mean CE bars, error-by-severity panels
     write        results/<suite>/runs/*.json -> results/<suite>/{leaderboard.md, tables/, plots/}

@@ -22,6 +22,7 @@ import pandas as pd
 from tabulate import Line, TableFormat, tabulate
 
 from .leaderboard import Leaderboard, PairedTable, Section, sections
+from .mechanisms import mechanism_section_markdown
 from .robustness import RobustnessTable, robustness_table
 
 __all__ = [
@@ -236,6 +237,7 @@ def render_leaderboard_markdown(
         head += [notice, ""]
     body = [
         section_markdown(s, plots_dir, robustness_table(records, s.task, s.model, reference) if s.leaderboard else None)
+        + mechanism_section_markdown(records, s.task, s.model)
         for s in sections(records, reference)
     ]
     return "\n".join(head + body).rstrip("\n") + "\n"

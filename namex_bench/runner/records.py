@@ -23,13 +23,15 @@ A record (``results/<suite>/runs/<key>.json``)::
       "cells": {"<table>": [{"<key>": ..., "<metric>": ...}, ...]},  # per-cell results
       "timings": {"train_s": ..., "eval_s": ..., "step_s": ..., "total_s": ...},
       "params": {"total": ..., "active_per_token": ...},
+      "diagnostics": {"batch": ..., "logit_std": ..., "layers": [...], "ablations": {...}},  # tasks/diagnostics.py
       "placement": {"host": "node042", "executor": "slurm" | "local" | null, "job_id": "4242_3" | null},
       "environment": {"python": ..., "packages": {"torch": ..., ...}, "device": ..., "cpu": ...,
                       "git_commit": "<sha>", "git_dirty": false,   # uncommitted changes outside results/
                       "threads": {"torch": 2, "torch_interop": 2, "blas": [...]},
                       "deterministic": {"algorithms": true, "cudnn_deterministic": true, ...},
-                      "cpu_capability": "AVX2", ...}
-    }
+                      "cpu_capability": "AVX2", ...},
+      "code": {"method": {"class": ..., "modules": {...}, "distribution": ..., "version": ..., "digest": ...}}
+    }                                  # code: methods/fingerprint.py; a changed digest reruns the run
 
 Every record read is checked (``record_schema.py``): a damaged one is named with what is
 wrong. Beside ``runs/``, ``current_runs.json`` lists the key and name of every run of the
@@ -201,14 +203,15 @@ def finished_keys(records: Iterable[dict[str, Any]]) -> set[str]:
     return {r["key"] for r in records if r.get("status") == "ok"}
 
 
-def supersede(results_root: Path, suite: str, keys: set[str]) -> list[Path]:
+def supersede(results_root: Path, suite: str, keys: set[str], suffix: str = "") -> list[Path]:
     """Move the records with these ``keys`` — older configurations of a run that has just
-    got a new record — to ``runs/superseded/``, so that a suite's leaderboard never counts
-    a run twice and nothing is deleted. Returns the new paths, sorted."""
+    got a new record, or records of code that has changed since — to
+    ``runs/superseded/<key><suffix>.json``, so that a suite's leaderboard never counts a run
+    twice and nothing is deleted. Returns the new paths, sorted."""
     directory = runs_dir(results_root, suite)
     moved = []
     for key in sorted(keys):
-        target = inside(directory, "superseded", f"{key}.json")
+        target = inside(directory, "superseded", f"{key}{suffix}.json")
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(record_path(results_root, suite, key), target)

@@ -5,7 +5,10 @@ it; a failed run is recorded with its error and run again next time. Each run ex
 with the suite's ``runtime`` (threads, deterministic algorithms; :mod:`.runtime`). When a run's
 configuration changes (an option, a default of the code), its new record supersedes the
 old one, which is moved to ``runs/superseded/`` (a kill between the two steps is healed
-on the next start). Records are written atomically, so stopping the runner at any
+on the next start). When the code of a run's method has changed
+since its record was written (the record's ``code.method.digest``, ``methods/fingerprint.py``),
+the run is done again and its old record moved to ``runs/superseded/<key>.code-<digest>.json``:
+stale numbers are never reused silently. Records are written atomically, so stopping the runner at any
 moment (Ctrl-C, SIGTERM, SIGKILL) loses no finished run and leaves no partial record.
 
 Before any run starts the results folder is checked to be writable, the temporary
@@ -33,6 +36,8 @@ from ..device import autocast_dtype, precision_config, resolve_device
 from ..files import check_writable, exclusive_lock, remove_orphaned_temp_files, write_bytes_atomic
 from ..progress import progress
 from ..suite.expand import RunSpec, Selection, expand, shard
+from ..methods.fingerprint import method_fingerprint
+from ..methods.registry import get_method
 from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
@@ -100,6 +105,7 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         "reference": suite.reference,
         "environment": describe_environment(ctx.device, distributed.world_size()),
         "placement": placement(),
+        "code": {"method": method_fingerprint(get_method(run.method.name))},
     }
     start = time.perf_counter()
     result, raised = None, None
@@ -122,6 +128,7 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         primary=result.primary,
         cells=result.cells,
         params=result.params,
+        diagnostics=result.diagnostics,
         timings={**result.timings, "total_s": time.perf_counter() - start},
     )
     return record
@@ -188,22 +195,25 @@ RUN_STATES = ("run", "busy", "done")
 
 
 @contextlib.contextmanager
-def claim(results_root: Path, folder: str, key: str) -> Iterator[str]:
+def claim(results_root: Path, folder: str, key: str, stale_digest: str | None = None) -> Iterator[str]:
     """Hold the run's lock (``<folder>/.locks/<key>.lock``) for the block. Yields ``"run"``, or
     ``"busy"`` when another process is executing it, or ``"done"`` when its record has
-    appeared since the records were read (another process finished it)."""
+    appeared since the records were read (another process finished it) — for a run redone
+    because its method's code changed, a record of other code than ``stale_digest``'s."""
     with exclusive_lock(inside(results_root, folder, ".locks", f"{key}.lock"), wait=False) as held:
         if not held:
             yield "busy"
-        elif _is_ok_record(record_path(results_root, folder, key)):
+        elif _is_ok_record(record_path(results_root, folder, key), stale_digest):
             yield "done"
         else:
             yield "run"
 
 
-def _is_ok_record(path: Path) -> bool:
+def _is_ok_record(path: Path, stale_digest: str | None = None) -> bool:
     record = load_record(path) if path.is_file() else None
-    return isinstance(record, dict) and record["status"] == "ok"
+    if not (isinstance(record, dict) and record["status"] == "ok"):
+        return False
+    return stale_digest is None or ((record.get("code") or {}).get("method") or {}).get("digest", "unknown") != stale_digest
 
 
 def _agreed(state: str, device: torch.device) -> str:
@@ -248,13 +258,16 @@ class SuitePlan:
 
     ``older``: per run name, the keys of every record on disk (records of an older
     configuration of a run are superseded when it gets a new one); ``damaged``: the records
-    skipped as damaged (``skip_damaged``), whose runs are pending."""
+    skipped as damaged (``skip_damaged``), whose runs are pending; ``stale``: per run key, the
+    code digest of a finished record written by other code of its method (:func:`stale_records`),
+    whose run is pending again."""
 
     folder: str
     runs: list[RunSpec]
     pending: list[RunSpec]
     older: dict[str, set[str]]
     damaged: list[DamagedRecord] = field(default_factory=list)
+    stale: dict[str, str] = field(default_factory=dict)
 
 
 def plan_suite(
@@ -294,7 +307,12 @@ def plan_suite(
         for record in damaged:
             print(f"namex-bench: warning: skipping damaged run record {record.path}: {record.problem}", file=sys.stderr)
         heal_superseded(results_root, folder, runs, done, older)
-    return SuitePlan(folder, runs, [r for r in runs if r.key not in done], older, damaged)
+    stale = stale_records(existing, runs)
+    for run in runs:
+        if run.key in stale and distributed.is_main():
+            tqdm.write(f"run {run.name}: the code of method {run.method.name!r} changed since its record was written; running it again")
+    pending = [r for r in runs if r.key not in done or r.key in stale]
+    return SuitePlan(folder, runs, pending, older, damaged, stale)
 
 
 def execute_and_record(run: RunSpec, suite: Suite, ctx: RunContext, results_root: Path, plan: SuitePlan) -> tuple[str, dict | None]:
@@ -305,15 +323,33 @@ def execute_and_record(run: RunSpec, suite: Suite, ctx: RunContext, results_root
     Returns ``("run", record)``, or ``("busy", None)`` when another process is executing the
     run, ``("done", None)`` when another process has finished it since ``plan`` was made."""
     record = None
-    with claim(results_root, plan.folder, run.key) if distributed.is_main() else contextlib.nullcontext("run") as state:
+    with claim(results_root, plan.folder, run.key, plan.stale.get(run.key)) if distributed.is_main() else contextlib.nullcontext("run") as state:
         state = _agreed(state, ctx.device)
         if state == "run":
             with applied(suite.runtime):
                 record = execute(run, suite, ctx)
             if distributed.is_main():
+                if run.key in plan.stale:  # the record of the method's older code is kept beside
+                    supersede(results_root, plan.folder, {run.key}, suffix=f".code-{plan.stale[run.key]}")
                 record = store(results_root, plan.folder, record, plan.older.get(run.name, set()))
     distributed.barrier()
     return state, record
+
+
+def stale_records(records: list[dict], runs: list[RunSpec]) -> dict[str, str]:
+    """``{key: the record's code digest}`` of the finished runs whose method's code is not the
+    code that wrote their record (a record without a fingerprint counts as stale)."""
+    current = {name: method_fingerprint(get_method(name))["digest"] for name in {run.method.name for run in runs}}
+    wanted = {run.key: run.method.name for run in runs}
+    stale = {}
+    for record in records:
+        name = wanted.get(record["key"])
+        if name is None or record.get("status") != "ok":
+            continue
+        digest = ((record.get("code") or {}).get("method") or {}).get("digest")
+        if digest != current[name]:
+            stale[record["key"]] = digest or "unknown"
+    return stale
 
 
 def run_suite(

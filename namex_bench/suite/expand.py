@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..device import autocast_dtype, precision_config, resolve_device
+from ..methods import options as method_options
 from ..methods.registry import get_method
 from ..models.registry import get_builder
 from ..runner.records import run_key
@@ -29,7 +30,7 @@ def resolved_options(method: MethodEntry) -> dict[str, Any]:
     """The method's options with every default filled in (from the ``__init__`` signatures up its
     MRO), then its preset's, then the entry's own."""
     cls = get_method(method.name)
-    return {**cls.option_defaults(), **cls.given_options(method.preset, method.options)}
+    return method_options.resolved_options(cls, cls.given_options(method.preset, method.options))
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -268,8 +268,11 @@ def _load_suite(name_or_path: str, strict_environment: bool) -> tuple[Suite, Pat
 
 
 def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
-    """What the schema alone cannot know: plugins, method names and options, model builders."""
-    from ..methods.registry import UnknownMethodError, get_method, load_plugins
+    """What the schema alone cannot know: plugins, method names and options, model builders, and
+    combinations of a method and a model under which the method provably computes another one."""
+    from ..methods.base import ModelFacts, inert_comparison
+    from ..methods.options import MethodOptionError, check_options, resolved_options
+    from ..methods.registry import PluginError, UnknownMethodError, get_method, load_plugins
     from ..models.registry import ModelConfigError, get_builder
     from ..moe.experts import ExpertSpec
 
@@ -280,29 +283,33 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
             raise SuiteError(path, f"plugins[{i}]", message, line)
         try:
             load_plugins([module])
-        except ImportError as exc:
+        except PluginError as exc:
             raise SuiteError(path, f"plugins[{i}]", str(exc), line) from None
-        except Exception as exc:  # the plugin's own code failed while it was imported
-            message = f"plugin module {module!r} failed while importing: {type(exc).__name__}: {exc}"
-            raise SuiteError(path, f"plugins[{i}]", message, line) from None
+    classes, given = [], []
     for i, method in enumerate(suite.methods):
         try:
             cls = get_method(method.name)
         except UnknownMethodError as exc:
             raise SuiteError(path, f"methods[{i}].name", str(exc), _line_of(node, ("methods", i, "name"))) from None
+        options_field, options_line = f"methods[{i}].options", _line_of(node, ("methods", i, "options"))
         try:
             options = cls.given_options(method.preset, method.options)
         except KeyError as exc:
             raise SuiteError(path, f"methods[{i}].preset", str(exc.args[0]), _line_of(node, ("methods", i, "preset"))) from None
         try:
-            cls(ExpertSpec(8, 16), 2, **options)  # a tiny instance checks names and values
-        except TypeError as exc:
-            raise SuiteError(path, f"methods[{i}].options", f"invalid option for {method.name!r}: {exc}", _line_of(node, ("methods", i, "options"))) from None
-        except ValueError as exc:
-            raise SuiteError(path, f"methods[{i}].options", str(exc), _line_of(node, ("methods", i, "options"))) from None
+            check_options(cls, options)
+            cls(ExpertSpec(8, 16), 2, **options)  # a tiny instance checks the values
+        except (MethodOptionError, TypeError, ValueError) as exc:
+            raise SuiteError(path, options_field, str(exc), options_line) from None
+        reduction = cls.reduces_to(resolved_options(cls, options), ModelFacts())
+        if reduction:
+            raise SuiteError(path, options_field, inert_comparison(method.display, reduction), options_line)
+        classes.append(cls)
+        given.append(options)
+    params = []
     for i, model in enumerate(suite.models):
         try:
-            get_builder(model.builder).validate(model.params)
+            params.append(get_builder(model.builder).validate(model.params))
         except ModelConfigError as exc:
             field = f"models[{i}].{exc.field}" if exc.field else f"models[{i}].builder"
             loc = ("models", i, *exc.loc) if exc.field else ("models", i, "builder")
@@ -320,6 +327,15 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
                     "list the task's models with `models: [...]`",
                     _line_of(node, ("tasks", i, field)),
                 )
+    used = {m.name for t in suite.tasks for m in suite.task_models(t)}
+    for i, model in enumerate(suite.models):  # methods that would compute another one on a model they run on
+        for method, cls, options in zip(suite.methods, classes, given):
+            reduction = model.name in used and cls.reduces_to(
+                resolved_options(cls, options), get_builder(model.builder).model_facts(params[i], cls)
+            )
+            if reduction:
+                raise SuiteError(path, f"models[{i}].params", inert_comparison(method.display, reduction, model.name),
+                                 _line_of(node, ("models", i, "params")))
     for i, task in enumerate(suite.tasks):
         for model in suite.task_models(task):
             parallel = task.parallel or model.parallel

@@ -21,7 +21,8 @@ class RunContext:
 @dataclass
 class TaskResult:
     """``metrics`` (headline scalars), their ``goals`` ("max"/"min"), the ``primary`` metric,
-    per-cell tables, timings and parameter counts — the measured part of a run record."""
+    per-cell tables, timings, parameter counts and the method's mechanism ``diagnostics``
+    (``tasks/diagnostics.py``) — the measured part of a run record."""
 
     metrics: dict[str, float]
     goals: dict[str, str]
@@ -29,3 +30,4 @@ class TaskResult:
     cells: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)

@@ -16,6 +16,7 @@ from ..progress import progress
 from ..suite.schema import ImageClassificationTask, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
+from .diagnostics import EXAMPLES, mechanism_diagnostics
 from .robustness import base_dataset, corruption_metrics, evaluate_corruptions, evaluate_natural_shift
 from .training import classification_loss, seeded_model, train
 
@@ -72,6 +73,11 @@ def run_image_classification(task: ImageClassificationTask, model_entry: ModelEn
     eval_s = time.perf_counter() - start
     cells = {}
     timings = {"train_s": result.train_s, "eval_s": eval_s, "step_s": result.step_s, "train_steps": result.steps}
+    start = time.perf_counter()
+    count = min(EXAMPLES, len(test_set))
+    images = torch.stack([test_set[i][0] for i in range(count)])
+    diagnostics = mechanism_diagnostics(model, images, ctx, f"the first {count} test images")
+    timings["diagnostics_s"] = time.perf_counter() - start
     class_to_idx = getattr(base_dataset(train_set), "class_to_idx", None)  # the model's classes, by wnid
     if task.eval.corruptions is not None:
         start = time.perf_counter()
@@ -82,7 +88,8 @@ def run_image_classification(task: ImageClassificationTask, model_entry: ModelEn
         folder = getattr(task.eval, prefix)
         if folder is not None:
             metrics.update(evaluate_natural_shift(model, folder, task, test_set, ctx, class_to_idx, prefix))
-    return TaskResult(metrics=metrics, goals=GOALS, primary="top1", cells=cells, timings=timings, params=parameter_counts(model))
+    return TaskResult(metrics=metrics, goals=GOALS, primary="top1", cells=cells, timings=timings, params=parameter_counts(model),
+                      diagnostics=diagnostics)
 
 
 GOALS = {

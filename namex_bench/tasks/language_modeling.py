@@ -26,6 +26,7 @@ from ..models.moe_model import parameter_counts
 from ..suite.schema import CorpusData, LanguageModelingTask, LMTraining, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
+from .diagnostics import mechanism_diagnostics, token_blocks
 from .training import TrainResult, seeded_model, train
 
 
@@ -87,6 +88,13 @@ def perplexity(model: HFMoEModel, tokens: torch.Tensor, context: int, stride: in
     return {"ppl": math.exp(total / count), "nll": total / count, "tokens": count}
 
 
+def lm_diagnostics(model: HFMoEModel, data: CorpusData, context: int, ctx: RunContext) -> dict:
+    """:func:`mechanism_diagnostics` on the first blocks of ``context`` tokens of the corpus's test split."""
+    ids = token_blocks(corpus_tokens(data, "test", model.tokenizer), context)
+    source = f"the first {ids.shape[0]} blocks of {ids.shape[1]} tokens of {data.source}'s test split"
+    return mechanism_diagnostics(model, ids, ctx, source, logits_of=lambda output: output.logits)
+
+
 def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
     model = seeded_model(model_entry, method, seed, ctx.device)
     result = train_lm(model, task, seed, ctx)
@@ -108,4 +116,8 @@ def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, m
         metrics["train_loss"] = result.final_loss
         goals["train_loss"] = "min"
     timings = {"train_s": result.train_s, "eval_s": time.perf_counter() - start, "step_s": result.step_s, "train_steps": result.steps}
-    return TaskResult(metrics=metrics, goals=goals, primary="ppl", cells={"perplexity": cells}, timings=timings, params=parameter_counts(model))
+    start = time.perf_counter()
+    diagnostics = lm_diagnostics(model, task.data, task.context, ctx)
+    timings["diagnostics_s"] = time.perf_counter() - start
+    return TaskResult(metrics=metrics, goals=goals, primary="ppl", cells={"perplexity": cells}, timings=timings, params=parameter_counts(model),
+                      diagnostics=diagnostics)

@@ -7,6 +7,8 @@ per task, MMLU subject and group in the cells; ``cells["lm_eval_truncation"]`` c
 model inputs lm-eval cut from the left to fit the model's context). The primary metric is
 the first task's ``acc``. Under ``--limit N`` lm-eval scores at most ``N`` examples per task
 (per MMLU subject) — the suite's own ``limit`` is the cap when it is smaller.
+The mechanism diagnostics (``tasks/diagnostics.py``) run on the fine-tuning corpus's test
+split, or — for a zero-shot model — on Shakespeare's (an offline archive), in blocks of 128 tokens.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import time
 import torch
 
 from ..models.moe_model import parameter_counts
-from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry
+from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry, ShakespeareData
 from . import distributed
 from .base import RunContext, TaskResult
-from .language_modeling import train_lm
+from .language_modeling import lm_diagnostics, train_lm
 from .training import seeded_model
 
 
@@ -55,7 +57,11 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
     goals = {k: ("min" if k == "train_loss" else "max") for k in metrics}
     # lm-eval cuts a model input longer than the model's context from the left (HFLM's behaviour): say how often
     truncation = [{k: scores.settings[k] for k in ("max_length", "truncated_inputs")}]
+    start = time.perf_counter()
+    corpus, context = (task.finetune.data, task.finetune.context) if task.finetune is not None else (ShakespeareData(source="shakespeare"), 128)
+    diagnostics = lm_diagnostics(model, corpus, context, ctx)
+    timings["diagnostics_s"] = time.perf_counter() - start
     return TaskResult(
         metrics=metrics, goals=goals, primary=f"{task.tasks[0]}/acc", cells={"lm_eval": cells, "lm_eval_truncation": truncation},
-        timings=timings, params=parameter_counts(model),
+        timings=timings, params=parameter_counts(model), diagnostics=diagnostics,
     )

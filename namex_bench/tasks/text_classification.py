@@ -26,6 +26,7 @@ from ..progress import progress
 from ..suite.schema import MethodEntry, ModelEntry, TextClassificationTask
 from . import distributed
 from .base import RunContext, TaskResult
+from .diagnostics import EXAMPLES, mechanism_diagnostics
 from .training import classification_loss, seeded_model, to_device, train
 
 
@@ -113,8 +114,13 @@ def run_text_classification(task: TextClassificationTask, model_entry: ModelEntr
     metrics: dict[str, float] = {}
     goals: dict[str, str] = {"loss": "min", "train_loss": "min"}
     cells = []
+    diagnostics: dict[str, Any] = {}
     for test in tests:
         dataset = limit_dataset(limit_dataset(test.dataset, task.data.test_examples), ctx.limit)
+        if not diagnostics:  # on the first test set
+            count = min(EXAMPLES, len(dataset))
+            inputs, _ = collate([dataset[i] for i in range(count)])
+            diagnostics = mechanism_diagnostics(model, inputs, ctx, f"the first {count} examples of {test.name or 'the test set'}")
         loader = DataLoader(dataset, batch_size=task.eval.batch_size, shuffle=False, collate_fn=collate, **distributed.loader_options(ctx.device))
         predictions, labels, loss = predict(model, loader, ctx.device, ctx.autocast_dtype, regression, desc=test.name or "test")
         scores = {**glue_metrics(test.glue_task, predictions, labels), "loss": loss}
@@ -126,4 +132,5 @@ def run_text_classification(task: TextClassificationTask, model_entry: ModelEntr
         metrics["train_loss"] = result.final_loss
     timings = {"train_s": result.train_s, "eval_s": time.perf_counter() - start, "step_s": result.step_s, "train_steps": result.steps}
     primary = next(iter(GLUE_TASKS[tests[0].glue_task]))
-    return TaskResult(metrics=metrics, goals=goals, primary=primary, cells={"test_sets": cells}, timings=timings, params=parameter_counts(model))
+    return TaskResult(metrics=metrics, goals=goals, primary=primary, cells={"test_sets": cells}, timings=timings, params=parameter_counts(model),
+                      diagnostics=diagnostics)

@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..methods.base import inert_comparison
+from ..methods.options import resolved_options
 from ..methods.registry import get_method
-from ..models.moe_model import MoEModel
+from ..models.moe_model import MoEModel, model_facts
 from ..models.registry import get_builder
 from ..moe.precision import LOW_PRECISION
 from ..progress import progress
@@ -38,6 +40,10 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class InertComparisonError(ValueError):
+    """The run's method provably computes another method on the run's model."""
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's (CPU and every GPU) random generators."""
     random.seed(seed)
@@ -46,12 +52,25 @@ def seed_everything(seed: int) -> None:
 
 
 def seeded_model(model_entry: ModelEntry, method: MethodEntry, seed: int, device: torch.device, *build_args: Any) -> MoEModel:
-    """A run's model: generators seeded with ``seed``, then built by the entry's builder for
-    ``method`` (``build_args``: what the task adds, e.g. the number of classes), on ``device``."""
-    seed_everything(seed)
+    """A run's model, built by the entry's builder for ``method`` (``build_args``: what the task
+    adds, e.g. the number of classes) on ``device``, and the global generators seeded with ``seed``.
+
+    Paired seeds: the builder draws every parameter from a stream of its own keyed on
+    ``(seed, component)`` (``namex_bench.seeding``), and the global generators — the training
+    run's dropout masks, data augmentation — are seeded only after the model is built, so
+    neither depends on how many numbers a method's construction drew.
+
+    Raises :class:`InertComparisonError` when the method provably computes another one on this
+    model (e.g. ``namex_mom`` with fewer than 3 MoE layers) — what validation could not know
+    before the model was loaded."""
     builder = get_builder(model_entry.builder)
-    options = get_method(method.name).given_options(method.preset, method.options)
-    model = builder.build(builder.validate(model_entry.params), method.name, options, *build_args)
+    cls = get_method(method.name)
+    options = cls.given_options(method.preset, method.options)
+    model = builder.build(builder.validate(model_entry.params), method.name, options, *build_args, seed=seed)
+    reduction = cls.reduces_to(resolved_options(cls, options), model_facts(model))
+    if reduction:
+        raise InertComparisonError(inert_comparison(method.display, reduction, model_entry.name))
+    seed_everything(seed)
     return model.to(device)
 
 

@@ -20,7 +20,10 @@ right on one example). With ``A_s = r_s − μ``, ``B_i = mean_s X[s, i] − μ`
     V_C = Σ_si w_i C_si² / ((S − 1)(1 − Σ w²))            E = σ_c²
 
 (``n_e = 1/Σ w²``, the effective number of examples) give the unbiased variance of the
-mean, ``Var(T) = σ_a²/S + σ_b²/n_e + σ_c²/(S n_e) = V_A/S + (V_B − V_C/S)/n_e``.
+mean, ``Var(T) = σ_a²/S + σ_b²/n_e + σ_c²/(S n_e) = V_A/S + (V_B − V_C/S)/n_e``. (The
+``V_C/S`` taken off is the interaction noise the seed means already hold; it is capped at
+``n_e V_A/S``, what their spread actually holds, so that seeds that agree by chance never
+leave less than the examples' variance with the seeds fixed, ``V_B/n_e``.)
 
 **Resampling.** Each replicate draws ``S`` seeds with replacement and then ``n`` examples
 with replacement, the *same* draws for both methods (paired) and the same examples on
@@ -28,7 +31,7 @@ every drawn seed (crossed). A plain two-stage bootstrap counts the interaction t
 (the spread of the seed means already holds it, and resampling examples adds it again)
 and shrinks the seed variance by ``(S − 1)/S``: at 5 seeds × 1,000 examples its intervals
 are 1.2–1.5× too wide. So the replicates are drawn from ``μ + k_A A_s + k_B B_i`` with
-``k_A² = S/(S − 1)`` and ``k_B`` making the examples' share ``max(0, V_B − V_C/S)/n_e``: the
+``k_A² = S/(S − 1)`` and ``k_B`` making the examples' share ``max(0, V_B − min(V_C, n_e V_A)/S)/n_e``: the
 bootstrap variance is then the unbiased one (the variance components are matched, as
 Davison & Hinkley (1997, §3.8) do for two-stage data).
 
@@ -121,11 +124,18 @@ class VarianceComponents:
         return max(0.0, self.seed_ms - (self.residual_ms or 0.0) / self.examples)
 
     @property
+    def _counted_in_seeds(self) -> float:
+        """The interaction noise the seed means' spread already holds, ``min(V_C, n_e V_A)/S``: at most what is there."""
+        if self.residual_ms is None or self.seed_ms is None:
+            return 0.0
+        return min(self.residual_ms, self.examples * self.seed_ms) / self.seeds
+
+    @property
     def example_var(self) -> float:
-        """``σ_b² = max(0, V_B − V_C/S)``: the example effect shared by every seed."""
+        """``σ_b² = max(0, V_B − min(V_C, n_e V_A)/S)``: the example effect shared by every seed (see :attr:`variance`)."""
         if self.example_ms is None:
             return 0.0
-        return max(0.0, self.example_ms - (self.residual_ms or 0.0) / self.seeds)
+        return max(0.0, self.example_ms - self._counted_in_seeds)
 
     @property
     def residual_var(self) -> float:
@@ -134,7 +144,10 @@ class VarianceComponents:
 
     @property
     def variance(self) -> float:
-        """The unbiased variance of the mean: ``V_A/S + max(0, V_B − V_C/S)/n_e`` (with one seed ``V_B/n_e``)."""
+        """The variance of the mean: ``V_A/S + max(0, V_B − min(V_C, n_e V_A)/S)/n_e`` (one seed: ``V_B/n_e``).
+
+        Unbiased when ``n_e V_A ≥ V_C`` (the usual case); the ``min`` keeps it from falling below the
+        examples' variance with the seeds held fixed, ``V_B/n_e``, when the seed means agree by chance."""
         seed_part = 0.0 if self.seed_ms is None else self.seed_ms / self.seeds
         return seed_part + self.example_var / self.examples
 
@@ -143,17 +156,18 @@ class VarianceComponents:
         """Satterthwaite's degrees of freedom of :attr:`variance`, at least ``S − 1`` (``n_e − 1`` with one seed)."""
         if self.seed_ms is None:
             return max(1.0, self.examples - 1.0)
-        terms = [(self.seed_ms / self.seeds, self.seeds - 1.0)]
-        if self.example_ms is not None and self.example_var > 0:
-            terms += [
-                (self.example_ms / self.examples, self.examples - 1.0),
-                (-(self.residual_ms or 0.0) / (self.seeds * self.examples), (self.seeds - 1.0) * (self.examples - 1.0)),
-            ]
+        n, s = self.examples, float(self.seeds)
+        if self.example_ms is None or self.example_var <= 0:
+            terms = [(self.seed_ms / s, s - 1.0)]
+        elif self.residual_ms is not None and self.residual_ms <= n * self.seed_ms:
+            terms = [(self.seed_ms / s, s - 1.0), (self.example_ms / n, n - 1.0), (-self.residual_ms / (s * n), (s - 1.0) * (n - 1.0))]
+        else:  # the seed part cancels: V_B/n_e
+            terms = [(self.example_ms / n, n - 1.0)]
         denominator = sum(value**2 / df for value, df in terms if df > 0)
         variance = self.variance
         if variance <= 0 or denominator <= 0:
-            return float(self.seeds - 1)
-        return max(float(self.seeds - 1), variance**2 / denominator)
+            return s - 1.0
+        return max(s - 1.0, variance**2 / denominator)
 
     def projected(self, seeds: int) -> tuple[float, float]:
         """``(variance, df)`` of the mean with ``seeds`` seeds and the same examples:

@@ -23,6 +23,8 @@ A record (``results/<suite>/runs/<key>.json``)::
       "cells": {"<table>": [{"<key>": ..., "<metric>": ...}, ...]},  # per-cell results
       "timings": {"train_s": ..., "eval_s": ..., "step_s": ..., "total_s": ...},
       "params": {"total": ..., "active_per_token": ...},
+      "bounds": {"top1": [0, 1], "loss": [0, null], ...},  # each metric's range (null: open)
+      "examples": {"file": "<key>.examples.npz", "sha256": ..., ...},  # per-example sidecar (runner/examples.py)
       "environment": {"python": ..., "torch": ..., "device": ..., "git_commit": ..., ...}
     }
 """
@@ -111,13 +113,15 @@ def finished_keys(records: Iterable[dict[str, Any]]) -> set[str]:
 
 def supersede(results_root: Path, suite: str, keys: set[str]) -> list[Path]:
     """Move the records with these ``keys`` — older configurations of a run that has just
-    got a new record — to ``runs/superseded/``, so that a suite's leaderboard never counts
-    a run twice and nothing is deleted. Returns the new paths, sorted."""
+    got a new record — to ``runs/superseded/`` with their sidecars (``<key>.*``), so that a
+    suite's leaderboard never counts a run twice and nothing is deleted. Returns the
+    records' new paths, sorted."""
     directory = runs_dir(results_root, suite)
     moved = []
     for key in sorted(keys):
         target = directory / "superseded" / f"{key}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(directory / f"{key}.json", target)
+        for path in sorted(directory.glob(f"{key}.*")):
+            os.replace(path, target.parent / path.name)
         moved.append(target)
     return moved

@@ -25,6 +25,7 @@ from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
 from .environment import describe_environment
+from .examples import examples_path, write_examples
 from .records import SCHEMA_VERSION, finished_keys, read_records, record_path, results_folder, supersede, write_json_atomic
 
 
@@ -36,8 +37,11 @@ class RunSummary:
     failed: list[str] = field(default_factory=list)
 
 
-def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
-    """Execute one run and return its record (status "failed" with the error if it raised)."""
+def execute(run: RunSpec, suite: Suite, ctx: RunContext, sidecar: Path | None = None) -> dict:
+    """Execute one run and return its record (status "failed" with the error if it raised).
+
+    With ``sidecar``, the run's per-example outcomes are written there (atomically, before
+    the record) and the record names the file and its sha256."""
     record = {
         "schema": SCHEMA_VERSION,
         "key": run.key,
@@ -65,7 +69,10 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         cells=result.cells,
         params=result.params,
         timings={**result.timings, "total_s": time.perf_counter() - start},
+        bounds={k: list(v) for k, v in result.bounds.items() if k in result.metrics},
     )
+    if sidecar is not None and result.examples is not None and result.examples.sets:
+        record["examples"] = write_examples(sidecar, result.examples.sets, result.examples.metrics)
     return record
 
 
@@ -98,7 +105,7 @@ def run_suite(
     bar = tqdm(todo, desc=suite.name, unit="run", disable=None if distributed.is_main() else True)
     for run in bar:
         bar.set_postfix_str(run.name)
-        record = execute(run, suite, ctx)
+        record = execute(run, suite, ctx, examples_path(results_root, folder, run.key) if distributed.is_main() else None)
         if distributed.is_main():
             write_json_atomic(record_path(results_root, folder, run.key), record)
             if record["status"] == "ok":

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from .examples import PerExample
+
 
 @dataclass
 class RunContext:
@@ -20,7 +22,9 @@ class RunContext:
 @dataclass
 class TaskResult:
     """``metrics`` (headline scalars), their ``goals`` ("max"/"min"), the ``primary`` metric,
-    per-cell tables, timings and parameter counts — the measured part of a run record."""
+    per-cell tables, timings and parameter counts — the measured part of a run record —
+    with each metric's ``bounds`` (its range, ``None`` for an open end) and the per-example
+    outcomes behind the metrics (``examples``, written to the record's sidecar)."""
 
     metrics: dict[str, float]
     goals: dict[str, str]
@@ -28,3 +32,5 @@ class TaskResult:
     cells: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    examples: PerExample | None = None

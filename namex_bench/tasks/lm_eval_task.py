@@ -15,6 +15,7 @@ import time
 from ..models.moe_model import parameter_counts
 from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry
 from .base import RunContext, TaskResult
+from .examples import PerExample
 from .language_modeling import train_lm
 from .training import seeded_model
 
@@ -43,7 +44,15 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
     metrics.update({k: v for k, v in scores.metrics.items() if not k.endswith("_stderr") and math.isfinite(v)})
     cells = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in scores.cells]
     goals = {k: ("min" if k == "train_loss" else "max") for k in metrics}
+    bounds = {k: ((0.0, None) if k == "train_loss" else (0.0, 1.0)) for k in metrics}
+    examples = PerExample()
+    for name, fields in scores.samples.items():
+        examples.add(f"lm_eval/{name}", fields.pop("id"), **fields)
+    for name, leaves in scores.leaves.items():  # a task's metric is the mean over its (subjects') documents
+        for metric in ("acc", "acc_norm"):
+            if f"{name}/{metric}" in metrics and all(metric in scores.samples.get(leaf, {}) for leaf in leaves):
+                examples.metric(f"{name}/{metric}", [f"lm_eval/{leaf}" for leaf in leaves], metric)
     return TaskResult(
         metrics=metrics, goals=goals, primary=f"{task.tasks[0]}/acc", cells={"lm_eval": cells},
-        timings=timings, params=parameter_counts(model),
+        timings=timings, params=parameter_counts(model), bounds=bounds, examples=examples,
     )

@@ -170,6 +170,28 @@ def test_format_mean_ci_one_digit_and_signed_differences():
     assert format_p(0.01929) == "0.019" and format_p(0.0002) == "<0.001" and format_p(None) == ""
 
 
+@pytest.mark.parametrize(
+    "estimate, low, high, signed, text",
+    [
+        (0.7842, 0.7611, 0.8063, False, "0.784 [0.761, 0.806]"),  # the half-width's 2nd significant digit sets the place
+        (0.992, 0.975, 1.0, False, "0.992 [0.975, 1.000]"),  # asymmetric, clipped at the range
+        (1410.3, 1380.0, 1450.0, False, "1410 [1380, 1450]"),
+        (0.02, 0.008, 0.034, True, "+0.020 [+0.008, +0.034]"),
+        (-0.0004, -0.012, 0.011, True, "0.000 [-0.012, +0.011]"),  # never "-0.000" or "+0.000"
+        (0.26, 0.26, 0.26, False, "0.2600 ± 0"),  # no spread
+        (0.5, None, None, False, "0.5000"),  # no interval
+        (None, None, None, False, ""),
+    ],
+)
+def test_format_interval_prints_no_more_digits_than_the_interval_supports(estimate, low, high, signed, text):
+    assert format_interval(estimate, low, high, signed=signed) == text
+
+
+def test_format_interval_refuses_a_reversed_interval():
+    with pytest.raises(ValueError, match="above high"):
+        format_interval(0.5, 0.6, 0.4)
+
+
 # --------------------------------------------------------------------------- tables
 
 

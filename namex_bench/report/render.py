@@ -50,6 +50,7 @@ __all__ = [
     "robustness_markdown",
     "robustness_section_markdown",
     "section_markdown",
+    "suite_statistics",
 ]
 
 CSV_FLOAT_FORMAT = "%.10g"
@@ -255,8 +256,9 @@ def _interval_words(board: Leaderboard) -> str:
 def _leaderboard_caption(board: Leaderboard) -> str:
     best = board.comparisons.best()
     training = [f"`{m}`" for m in board.metrics if is_training_metric(m)]
+    goals = ", ".join(f"`{m}` {'↑' if board.goals[m] == 'max' else '↓'}" for m in board.metrics if m in board.goals)
     words = [
-        f"Ordered by the mean of `{board.primary}` ({_goal_words(board.goal)}).",
+        f"Ordered by the mean of `{board.primary}` ({_goal_words(board.goal)})." + (f" Goals: {goals}." if goals else ""),
         _interval_words(board),
         f"rank is the range of ranks that Holm-corrected pairwise comparisons of `{board.primary}` allow: "
         "methods that cannot be told apart share it.",
@@ -364,6 +366,15 @@ def across_tasks_markdown(agg: AcrossTasks, plots_dir: str | None = "plots") -> 
     return "\n".join(lines)
 
 
+def suite_statistics(
+    records: list[Mapping[str, Any]], reference: str | None = None, arrays: ExampleArrays | None = None
+) -> tuple[list[Section], AcrossTasks | None]:
+    """The sections of every task/model and the aggregates across tasks (``None`` with fewer than two)."""
+    all_sections = sections(records, reference, arrays)
+    reference_name = next((s.paired.reference for s in all_sections if s.paired is not None and s.paired.reference), reference)
+    return all_sections, across_tasks(records, all_sections, reference_name)
+
+
 def render_leaderboard_markdown(
     records: Iterable[Mapping[str, Any]],
     reference: str | None = None,
@@ -371,6 +382,7 @@ def render_leaderboard_markdown(
     plots_dir: str | None = "plots",
     arrays: ExampleArrays | None = None,
     notes: Sequence[str] = (),
+    computed: tuple[Sequence[Section], AcrossTasks | None] | None = None,
 ) -> str:
     """The whole leaderboard document of a suite's records: a section per task/model, then the
     aggregates across tasks.
@@ -378,7 +390,9 @@ def render_leaderboard_markdown(
     ``reference`` overrides the records' reference method; ``plots_dir`` is the folder
     the plot links point into, relative to the document (``None``: no plot links);
     ``arrays`` the records' per-example arrays (``{record key: {set: {field: array}}}``);
-    ``notes`` lines printed under the title (e.g. sidecars that could not be read).
+    ``notes`` lines printed under the title (e.g. sidecars that could not be read);
+    ``computed`` the sections and aggregates of these records when the caller has them
+    (:func:`suite_statistics`).
     """
     records = list(records)
     suites = sorted({str(r.get("suite")) for r in records if r.get("suite")})
@@ -394,14 +408,12 @@ def render_leaderboard_markdown(
         "",
     ]
     head += [line for note in notes for line in (note, "")]
-    all_sections = sections(records, reference, arrays)
+    all_sections, agg = computed if computed is not None else suite_statistics(records, reference, arrays)
     body = [
         section_markdown(s, plots_dir, robustness_table(records, s.task, s.model, reference, board=s.leaderboard)
                          if s.leaderboard else None)
         for s in all_sections
     ]
-    reference_name = next((s.paired.reference for s in all_sections if s.paired is not None and s.paired.reference), reference)
-    agg = across_tasks(records, all_sections, reference_name)
     if agg is not None:
         body.append(across_tasks_markdown(agg, plots_dir))
     return "\n".join(head + body).rstrip("\n") + "\n"

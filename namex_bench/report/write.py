@@ -39,8 +39,6 @@ from pathlib import Path
 
 from ..runner.examples import ExamplesError, read_examples
 from ..runner.records import read_records, runs_dir, write_bytes_atomic
-from .across_tasks import across_tasks
-from .leaderboard import sections
 from .plots import across_tasks_png, mean_ce_png, primary_metric_png, profile_png, severity_png
 from .render import (
     across_tasks_csv,
@@ -53,6 +51,7 @@ from .render import (
     render_leaderboard_markdown,
     robustness_csv,
     robustness_latex,
+    suite_statistics,
 )
 from .robustness import robustness_table
 
@@ -116,7 +115,7 @@ def report_files(
         clash = clash or name in files
         files[name] = data
 
-    all_sections = sections(records, reference, arrays)
+    all_sections, agg = suite_statistics(records, reference, arrays)
     for section in all_sections:
         board = section.leaderboard
         if board is None:
@@ -138,8 +137,6 @@ def report_files(
             if plots:
                 add(f"plots/{stem}__severity.png", severity_png(rob))
                 add(f"plots/{stem}__mce.png", mean_ce_png(rob))
-    reference_name = next((s.paired.reference for s in all_sections if s.paired is not None and s.paired.reference), reference)
-    agg = across_tasks(records, all_sections, reference_name)
     if agg is not None:
         table, pairs = across_tasks_csv(agg)
         add("tables/across_tasks.csv", table.encode())
@@ -149,7 +146,9 @@ def report_files(
             add("plots/across_tasks__profile.png", profile_png(agg))
     if clash or len({name.lower() for name in files}) != len(files):
         raise ValueError("two task/model pairs map to the same report file names; rename a task or model")
-    files["leaderboard.md"] = render_leaderboard_markdown(records, reference, plots_dir="plots", arrays=arrays, notes=notes).encode()
+    files["leaderboard.md"] = render_leaderboard_markdown(
+        records, reference, plots_dir="plots", notes=notes, computed=(all_sections, agg)
+    ).encode()
     return files
 
 

@@ -17,10 +17,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch.distributed as dist
 
 from namex_bench.cli import main
+from namex_bench.runner.examples import read_examples
 from namex_bench.runner.records import read_records
 
 pytestmark = pytest.mark.slow  # minutes on 2 cores: not in CI's second pass (generic CPU kernels)
@@ -106,6 +108,14 @@ def test_two_cpu_processes_match_one_process(tmp_path, capsys):
             differences[record["name"], metric] = abs(record["metrics"][metric] - expected["metrics"][metric])
             assert differences[record["name"], metric] <= LOSS_TOL, (record["name"], metric, differences)
     print(json.dumps({f"{name} {metric}": f"{d:.1e}" for (name, metric), d in sorted(differences.items())}, indent=1))
+    # the per-example outcomes, scored in shards of every other example, come back in dataset order
+    for key, record in parallel.items():
+        shards = read_examples(ddp / "tiny-limit64" / "runs", record)["test"]
+        whole = read_examples(single / "tiny-limit64" / "runs", serial[key])["test"]
+        assert np.array_equal(shards["id"], whole["id"]) and len(whole["id"]) == 64
+        assert np.sum(shards["correct"] != whole["correct"]) <= 1
+        assert np.max(np.abs(shards["loss"] - whole["loss"])) <= 10 * LOSS_TOL
+        assert shards["correct"].mean() == record["metrics"]["top1"]
 
 
 def test_not_launched_means_one_process(monkeypatch):

@@ -47,7 +47,7 @@ def test_language_suites_validate(name, capsys):
     assert "OK" in capsys.readouterr().out
 
 
-def test_glue_suite_dry_runs_on_local_glue_copies(tmp_path, capsys):
+def test_glue_suite_dry_runs_on_local_glue_copies(tmp_path, capsys, check_examples):
     from datasets import DatasetDict, load_from_disk
 
     from namex_bench.data.archives import fetch_tree
@@ -76,9 +76,13 @@ def test_glue_suite_dry_runs_on_local_glue_copies(tmp_path, capsys):
     by_task = {r["config"]["task"]["name"]: r for r in done}
     assert {"f1", "accuracy"} <= set(by_task["mrpc"]["metrics"]) and by_task["mrpc"]["primary"] == "f1"
     assert (tmp_path / "results" / "glue-limit4" / "leaderboard.md").is_file()
+    # accuracy and loss are means of per-example outcomes; F1 is not, so its statistics stay seed-level
+    arrays = check_examples(tmp_path / "results", {"accuracy", "loss"})
+    assert all("f1" not in r["examples"]["metrics"] for r in done)
+    assert all(set(arrays[r["key"]]["test"]) == {"id", "prediction", "label", "loss", "correct"} for r in done)
 
 
-def test_wikitext_suite_dry_runs_on_a_local_copy(tmp_path):
+def test_wikitext_suite_dry_runs_on_a_local_copy(tmp_path, check_examples):
     from datasets import Dataset, DatasetDict
 
     from namex_bench.data.corpora import load_shakespeare
@@ -100,9 +104,14 @@ def test_wikitext_suite_dry_runs_on_a_local_copy(tmp_path):
     for r in done:
         assert r["primary"] == "ppl" and math.isfinite(r["metrics"]["ppl"]) and r["metrics"]["ppl"] > 1
         assert r["cells"]["perplexity"][0]["context"] == 1024 and r["cells"]["perplexity"][0]["stride"] == 512
+    # per window: the first scored position, its NLL and token count; they give every ppl/nll metric
+    arrays = check_examples(tmp_path / "results", {"ppl", "nll", "val_ppl", "val_nll"})
+    for r in done:
+        windows = arrays[r["key"]]["perplexity/test"]
+        assert windows["tokens"].sum() == r["cells"]["perplexity"][0]["tokens"] and windows["id"][0] == 1
 
 
-def test_llm_zeroshot_suite_dry_runs_on_tiny_moe_llms(tmp_path):
+def test_llm_zeroshot_suite_dry_runs_on_tiny_moe_llms(tmp_path, check_examples):
     def edit(suite):
         suite["methods"] = [{"name": "smoe"}, {"name": "namex"}]
         suite["models"] = [{"name": "qwen_stand_in", "builder": "moe_llm", "params": {"config": TINY_QWEN, "dtype": "float32"}},
@@ -125,6 +134,9 @@ def test_llm_zeroshot_suite_dry_runs_on_tiny_moe_llms(tmp_path):
             assert len(diagnostics["layers"]) == (3 if "qwen" in r["name"] else 2)
         else:
             assert diagnostics["ablations"] == {} and diagnostics["layers"] == []
+    # lm-eval's sample log, per document: every method scored the same documents
+    arrays = check_examples(tmp_path / "results", {"arc_easy/acc", "arc_easy/acc_norm", "arc_challenge/acc"})
+    assert {tuple(a["lm_eval/arc_easy"]["id"]) for a in arrays.values()} == {(0, 1, 2)}
 
 
 def test_a_task_on_a_model_of_the_wrong_kind_is_one_clean_error(tmp_path, capsys):

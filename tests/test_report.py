@@ -23,7 +23,7 @@ from namex_bench.report import (
     write_report,
 )
 from namex_bench.report.render import latex_escape, leaderboard_csv, leaderboard_latex, leaderboard_markdown
-from namex_bench.report.statistics import format_p
+from namex_bench.report.statistics import format_interval, format_p
 from namex_bench.runner.records import read_records, run_key, write_json_atomic
 
 SUITE = "synthetic"
@@ -170,15 +170,36 @@ def test_format_mean_ci_one_digit_and_signed_differences():
     assert format_p(0.01929) == "0.019" and format_p(0.0002) == "<0.001" and format_p(None) == ""
 
 
+@pytest.mark.parametrize(
+    "estimate, low, high, signed, text",
+    [
+        (0.7842, 0.7611, 0.8063, False, "0.784 [0.761, 0.806]"),  # the half-width's 2nd significant digit sets the place
+        (0.992, 0.975, 1.0, False, "0.992 [0.975, 1.000]"),  # asymmetric, clipped at the range
+        (1410.3, 1380.0, 1450.0, False, "1410 [1380, 1450]"),
+        (0.02, 0.008, 0.034, True, "+0.020 [+0.008, +0.034]"),
+        (-0.0004, -0.012, 0.011, True, "0.000 [-0.012, +0.011]"),  # never "-0.000" or "+0.000"
+        (0.26, 0.26, 0.26, False, "0.2600 ± 0"),  # no spread
+        (0.5, None, None, False, "0.5000"),  # no interval
+        (None, None, None, False, ""),
+    ],
+)
+def test_format_interval_prints_no_more_digits_than_the_interval_supports(estimate, low, high, signed, text):
+    assert format_interval(estimate, low, high, signed=signed) == text
+
+
+def test_format_interval_refuses_a_reversed_interval():
+    with pytest.raises(ValueError, match="above high"):
+        format_interval(0.5, 0.6, 0.4)
+
+
 # --------------------------------------------------------------------------- tables
 
 
-def test_leaderboard_aggregates_ok_runs_and_ranks_by_the_primary_metric():
+def test_leaderboard_aggregates_ok_runs_and_orders_by_the_primary_metric():
     board = leaderboard(suite_records(), "mnist", MODEL)
     assert board.primary == "top1" and board.metrics == ("top1", "nll")
     table = board.table.set_index("method")
     assert list(board.table["method"]) == ["namex_mom", "camex", "smoe"]
-    assert list(board.table["rank"]) == [1, 2, 3]
     for method, values in TOP1.items():
         if method == "camex":
             values = values[:2]  # its seed-2 run failed
@@ -187,9 +208,30 @@ def test_leaderboard_aggregates_ok_runs_and_ranks_by_the_primary_metric():
         assert row["n"] == len(values)
         assert row["top1_mean"] == pytest.approx(mean, rel=1e-12)
         assert row["top1_std"] == pytest.approx(std, rel=1e-12)
-        assert row["top1_ci95"] == pytest.approx(ci, rel=1e-12)
-        assert row["top1"] == format_mean_ci(mean, ci)
-    assert list(board.table["best"]) == [True, False, False]
+        assert row["top1_low"] == pytest.approx(mean - ci, rel=1e-12)  # records without bounds: nothing to clip
+        assert row["top1_high"] == pytest.approx(mean + ci, rel=1e-12)
+        assert row["top1"] == format_interval(mean, mean - ci, mean + ci)
+    assert board.intervals == {"top1": "t", "nll": "t"}
+    # three seeds, Holm over three paired t-tests: no difference survives, so the ranks are shared and nothing is best
+    assert list(board.table["rank"]) == ["1–3"] * 3 and not board.table["best"].any()
+
+
+def test_significant_seed_level_differences_get_ranks_of_their_own_and_bold():
+    board = leaderboard(suite_records(), "wikitext", MODEL)
+    assert list(board.table["rank"]) == ["1", "2", "3"] and list(board.table["best"]) == [True, False, False]
+    pvalues = [board.comparisons.get(a, b).p_holm for a, b in (("namex_mom", "camex"), ("namex_mom", "smoe"), ("camex", "smoe"))]
+    assert max(pvalues) < 0.05
+
+
+def test_bounded_metrics_keep_their_intervals_inside_the_range():
+    goals = {"acc": "max"}
+    records = [make_record("t", m, s, {"acc": v}, primary="acc", goals=goals) for m, vals in {"a": [0.99, 0.5], "b": [0.2, 0.9]}.items()
+               for s, v in enumerate(vals)]
+    for r in records:
+        r["bounds"] = {"acc": [0.0, 1.0]}
+    board = leaderboard(records, "t", MODEL)
+    assert (board.table["acc_low"] >= 0).all() and (board.table["acc_high"] <= 1).all()
+    assert board.table.set_index("method").loc["a", "acc_high"] == 1.0  # t with one degree of freedom: clipped
 
 
 def test_leaderboard_ranks_min_goals_lowest_first():
@@ -199,7 +241,7 @@ def test_leaderboard_ranks_min_goals_lowest_first():
     assert board.table.loc[0, "ppl_mean"] == pytest.approx(np.mean(PPL["namex_mom"]))
 
 
-def test_leaderboard_breaks_ties_by_label_and_one_seed_has_no_interval():
+def test_leaderboard_orders_ties_by_label_shares_their_rank_and_one_seed_has_no_interval():
     goals = {"acc": "max"}
     records = [
         make_record("t", "zeta", 0, {"acc": 0.5}, primary="acc", goals=goals),
@@ -208,22 +250,23 @@ def test_leaderboard_breaks_ties_by_label_and_one_seed_has_no_interval():
     ]
     board = leaderboard(records, "t", MODEL)
     assert list(board.table["method"]) == ["alpha", "zeta", "mid"]
-    assert list(board.table["rank"]) == [1, 2, 3]
-    assert board.table["acc_ci95"].isna().all() and board.table["acc_std"].isna().all()
+    assert list(board.table["rank"]) == ["1–3"] * 3  # one seed each: nothing can be told apart
+    assert board.table["acc_low"].isna().all() and board.table["acc_std"].isna().all()
     assert list(board.table["acc"]) == ["0.5000", "0.5000", "0.4000"]  # 4 significant digits, no "±"
     assert "nan" not in leaderboard_csv(board).lower() and "nan" not in leaderboard_markdown(board).lower()
 
 
-def test_the_best_row_is_marked_in_every_format():
+def test_the_best_method_is_marked_in_every_format_on_its_primary_cell_only():
     board = leaderboard(suite_records(), "wikitext", MODEL)
     csv = pd.read_csv(io.StringIO(leaderboard_csv(board)))
     assert list(csv["best"]) == [True, False, False]
-    assert {"ppl", "ppl_mean", "ppl_std", "ppl_ci95", "bpb_mean"} <= set(csv.columns)
+    assert {"ppl", "ppl_mean", "ppl_std", "ppl_low", "ppl_high", "rank_low", "rank_high", "bpb_mean"} <= set(csv.columns)
     markdown = leaderboard_markdown(board).splitlines()
-    assert "**namex_mom**" in markdown[2] and "**" not in markdown[3]
+    assert "**namex_mom**" in markdown[2] and f"**{board.table.loc[0, 'ppl']}**" in markdown[2] and "**" not in markdown[3]
+    assert markdown[2].count("**") == 4  # the name and the primary cell, not bpb
     latex = leaderboard_latex(board)
-    assert r"\textbf{namex\_mom}" in latex and r"\toprule" in latex and r"$\pm$" in latex
-    assert latex.count(r"\textbf{") == len(board.display_columns)
+    assert r"\textbf{namex\_mom}" in latex and r"\toprule" in latex
+    assert latex.count(r"\textbf{") == 2
 
 
 def test_latex_escapes_special_characters():
@@ -238,7 +281,7 @@ def test_paired_table_compares_with_the_reference_over_matched_seeds():
     # camex lost seed 2 to a failure: only seeds 0 and 1 are paired
     m, r = np.array(TOP1["camex"][:2]), np.array(TOP1["smoe"][:2])
     row = table.loc["camex"]
-    assert row["n pairs"] == 2
+    assert row["n_seeds"] == 2 and row["kind"] == "t" and row["n"] == "2 seeds"
     assert row["delta_mean"] == pytest.approx((m - r).mean(), rel=1e-12)
     assert row["p_value"] == pytest.approx(stats.ttest_rel(m, r).pvalue, rel=1e-12)
     assert row["W/T/L"] == "2/0/0"
@@ -265,7 +308,7 @@ def test_write_report_writes_every_file_and_reports_failed_runs(results_root):
     assert names == sorted(names)
     for stem in ("mnist__vit_moe_tiny", "wikitext__vit_moe_tiny"):
         for name in (f"tables/{stem}.csv", f"tables/{stem}.tex", f"tables/{stem}__paired.csv",
-                     f"tables/{stem}__paired.tex", f"plots/{stem}.png"):
+                     f"tables/{stem}__paired.tex", f"tables/{stem}__pairwise.csv", f"plots/{stem}.png"):
             assert name in names
         assert (out / f"plots/{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "leaderboard.md" in names

@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,7 +35,10 @@ class LMEvalResult:
     metric values. ``versions``: ``{name: {"version", "n_shot"}}``. ``settings``: how it
     was run, with the model's context (``max_length``) and how many model inputs (prompt
     and answer; one-token answers to one prompt share one) lm-eval cut from the left to fit
-    it (``truncated_inputs``). ``raw``: lm-eval's result dict (without per-sample logs).
+    it (``truncated_inputs``). ``raw``: lm-eval's result dict (without per-sample logs). ``samples``: per
+    scored task (MMLU: per subject), its documents' scores from lm-eval's sample log,
+    ``{task: {"id": doc ids, "acc": …, "acc_norm": …}}`` in ``doc_id`` order; ``leaves``: the
+    scored tasks under each requested task (``mmlu`` → its 57 subjects).
     """
 
     metrics: dict[str, float]
@@ -42,6 +46,8 @@ class LMEvalResult:
     versions: dict[str, dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    samples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    leaves: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but ``raw``, JSON-serialisable."""
@@ -71,6 +77,21 @@ def metric_values(entry: dict[str, Any]) -> dict[str, float]:
         name = _metric_name(key)
         if name is not None and not isinstance(value, dict):
             out[name] = _number(value)
+    return out
+
+
+def sample_scores(samples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """One task's sample log as arrays in ``doc_id`` order: ``id`` and every numeric per-document
+    metric (``acc``, ``acc_norm``); a document logged under several filters counts once (the first)."""
+    by_doc: dict[int, dict[str, Any]] = {}
+    for sample in samples:
+        by_doc.setdefault(int(sample["doc_id"]), sample)
+    ids = sorted(by_doc)
+    names = sorted({m for s in by_doc.values() for m in s.get("metrics", []) if isinstance(s.get(m), (int, float)) and not isinstance(s.get(m), bool)})
+    out = {"id": np.asarray(ids, dtype=np.int64)}
+    for name in names:
+        if all(isinstance(by_doc[i].get(name), (int, float)) for i in ids):
+            out[name] = np.asarray([float(by_doc[i][name]) for i in ids], dtype=np.float64)
     return out
 
 
@@ -177,20 +198,22 @@ def evaluate_lm_eval(
             limit=limit,
             num_fewshot=num_fewshot,
             batch_size=batch_size,
-            log_samples=False,
+            log_samples=True,
             random_seed=seed,
             numpy_random_seed=seed,
             torch_random_seed=seed,
             fewshot_random_seed=seed,
         )
+    samples = {task: sample_scores(logged) for task, logged in sorted(results.get("samples", {}).items())}
     results = {k: v for k, v in results.items() if k != "samples"}
     metrics, cells, versions = flatten_results(results, names)
     line = summary(notices, max_length)
     if line:
         print(line, file=sys.stderr, flush=True)
+    leaves = {name: _leaves(name, results.get("group_subtasks", {})) for name in names}
     settings = {
         "tasks": names, "source": source, "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size,
         "device": device, "seed": seed, "autocast": None if autocast_dtype is None else str(autocast_dtype).removeprefix("torch."),
         "lm_eval_version": results.get("lm_eval_version"), "max_length": max_length, "truncated_inputs": notices[TRUNCATED],
     }
-    return LMEvalResult(metrics=metrics, cells=cells, versions=versions, settings=settings, raw=results)
+    return LMEvalResult(metrics=metrics, cells=cells, versions=versions, settings=settings, raw=results, samples=samples, leaves=leaves)

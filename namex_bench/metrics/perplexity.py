@@ -56,14 +56,14 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[tuple[int,
 
 
 @torch.no_grad()
-def sliding_window_nll(model_fn: ModelFn, token_ids: torch.Tensor, context: int, stride: int) -> tuple[float, int]:
-    """``(total_nll, n_scored_tokens)`` of ``token_ids`` (a 1-D LongTensor of ``N`` ids) under
-    ``model_fn``, by the sliding-window protocol of this module; ``n_scored_tokens = N − 1``."""
+def window_nlls(model_fn: ModelFn, token_ids: torch.Tensor, context: int, stride: int) -> tuple[list[int], list[float], list[int]]:
+    """Per window of the protocol: ``(first scored position, NLL of its scored tokens, their number)``
+    — three lists, one entry per window, in order; the NLLs sum to the sequence's NLL."""
     if token_ids.ndim != 1:
         raise ValueError(f"token_ids must be one-dimensional [N], got shape {tuple(token_ids.shape)}")
     if token_ids.dtype != torch.long:
         raise ValueError(f"token_ids must be a LongTensor, got {token_ids.dtype}")
-    total, count = 0.0, 0
+    firsts, nlls, counts = [], [], []
     for begin, end, first_target in sliding_windows(token_ids.numel(), context, stride):
         inputs = token_ids[begin:end].unsqueeze(0)
         logits = model_fn(inputs)
@@ -73,9 +73,26 @@ def sliding_window_nll(model_fn: ModelFn, token_ids: torch.Tensor, context: int,
         rows = logits[0, first_target - 1 - begin : end - begin].to(torch.float64)
         targets = token_ids[first_target : end + 1].to(rows.device)
         log_probs = torch.log_softmax(rows, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
-        total -= float(log_probs.sum())
-        count += targets.numel()
-    return total, count
+        firsts.append(first_target)
+        nlls.append(-float(log_probs.sum()))
+        counts.append(targets.numel())
+    return firsts, nlls, counts
+
+
+def sliding_window_nll(model_fn: ModelFn, token_ids: torch.Tensor, context: int, stride: int) -> tuple[float, int]:
+    """``(total_nll, n_scored_tokens)`` of ``token_ids`` (a 1-D LongTensor of ``N`` ids) under
+    ``model_fn``, by the sliding-window protocol of this module; ``n_scored_tokens = N − 1``."""
+    _, nlls, counts = window_nlls(model_fn, token_ids, context, stride)
+    return sum_in_order(nlls), sum(counts)
+
+
+def sum_in_order(values: list[float]) -> float:
+    """``((v_0 + v_1) + v_2) + …`` in float64: the windows' NLLs summed in order, so the total is
+    the same in every Python (``sum`` compensates its rounding from Python 3.12 on)."""
+    total = 0.0
+    for v in values:
+        total += v
+    return total
 
 
 def perplexity_from_nll(total_nll: float, n_scored_tokens: int) -> float:

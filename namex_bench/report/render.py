@@ -5,8 +5,9 @@ always renders to the same string: floats in CSV use one fixed format
 (:data:`CSV_FLOAT_FORMAT`), line ends are ``"\\n"``, and no cell holds a path, a time
 or anything else of the machine that rendered it.
 
-The best row of a leaderboard is marked: a ``best`` column in CSV, ``**bold**`` in
-Markdown and ``\\textbf{}`` in LaTeX.
+A method significantly better than every other is marked: a ``best`` column in CSV, its
+name and primary cell in ``**bold**`` in Markdown and ``\\textbf{}`` in LaTeX (no other
+cell: the mark is about the primary metric, and training metrics are never marked).
 
 A task/model with corruption cells also gets a robustness table
 (:mod:`.robustness`), rendered here in the same three formats.
@@ -21,12 +22,18 @@ from typing import Any
 import pandas as pd
 from tabulate import Line, TableFormat, tabulate
 
-from .leaderboard import Leaderboard, PairedTable, Section, sections
+from .across_tasks import AcrossTasks, across_tasks
+from .comparison import Comparisons, Power
+from .leaderboard import Leaderboard, PairedTable, Section, is_training_metric, pairwise_table, sections
+from .per_example import ExampleArrays
 from .mechanisms import mechanism_section_markdown
 from .robustness import RobustnessTable, robustness_table
+from .statistics import format_interval, format_significant
 
 __all__ = [
     "CSV_FLOAT_FORMAT",
+    "across_tasks_csv",
+    "across_tasks_markdown",
     "file_stem",
     "latex_escape",
     "leaderboard_csv",
@@ -35,17 +42,21 @@ __all__ = [
     "paired_csv",
     "paired_latex",
     "paired_markdown",
+    "pairwise_csv",
+    "pairwise_markdown",
+    "power_line",
     "render_leaderboard_markdown",
     "robustness_csv",
     "robustness_latex",
     "robustness_markdown",
     "robustness_section_markdown",
     "section_markdown",
+    "suite_statistics",
 ]
 
 CSV_FLOAT_FORMAT = "%.10g"
 
-_NUMERIC_DISPLAY_COLUMNS = {"rank", "n", "n pairs", "p"}
+_NUMERIC_DISPLAY_COLUMNS = {"rank", "n", "p (Holm)", "tasks"}
 
 _LATEX_ESCAPES = {
     "&": r"\&",
@@ -62,6 +73,8 @@ _LATEX_ESCAPES = {
     ">": r"\textgreater{}",
     "±": r"$\pm$",
     "Δ": r"$\Delta$",
+    "×": r"$\times$",
+    "–": "--",
 }
 
 
@@ -89,6 +102,11 @@ def _align(columns: Sequence[str]) -> list[str]:
     return ["right" if c in _NUMERIC_DISPLAY_COLUMNS or c.startswith("Δ") else "left" for c in columns]
 
 
+def _bold_cells(board: Leaderboard) -> list[set[str]]:
+    """Per row, the columns printed in bold: the best method's name and primary cell."""
+    return [{"method", board.primary} if best else set() for best in board.table["best"]]
+
+
 # --------------------------------------------------------------------------- Markdown
 
 
@@ -96,10 +114,11 @@ def _markdown_escape(text: str) -> str:
     return text.replace("|", r"\|")
 
 
-def _markdown_table(rows: list[list[str]], columns: Sequence[str], bold: Sequence[bool] = ()) -> str:
-    bold = list(bold) or [False] * len(rows)
+def _markdown_table(rows: list[list[str]], columns: Sequence[str], bold: Sequence[set[str]] = ()) -> str:
+    bold = list(bold) or [set()] * len(rows)
     cells = [
-        [f"**{_markdown_escape(c)}**" if b and c else _markdown_escape(c) for c in row] for row, b in zip(rows, bold)
+        [f"**{_markdown_escape(c)}**" if name in b and c else _markdown_escape(c) for name, c in zip(columns, row)]
+        for row, b in zip(rows, bold)
     ]
     return tabulate(
         cells,
@@ -111,8 +130,8 @@ def _markdown_table(rows: list[list[str]], columns: Sequence[str], bold: Sequenc
 
 
 def leaderboard_markdown(board: Leaderboard) -> str:
-    """The leaderboard as a GitHub Markdown table, the best row in bold."""
-    return _markdown_table(_display_rows(board.table, board.display_columns), board.display_columns, list(board.table["best"]))
+    """The leaderboard as a GitHub Markdown table, a significantly best method's name and primary cell in bold."""
+    return _markdown_table(_display_rows(board.table, board.display_columns), board.display_columns, _bold_cells(board))
 
 
 def paired_markdown(paired: PairedTable) -> str:
@@ -120,6 +139,51 @@ def paired_markdown(paired: PairedTable) -> str:
     if paired.table is None:
         return paired.note or ""
     return _markdown_table(_display_rows(paired.table, paired.display_columns), paired.display_columns)
+
+
+def pairwise_markdown(comparisons: Comparisons) -> str:
+    """Every pair's difference ``row − column`` in the primary metric (rounded to its interval),
+    ``✱`` where Holm's correction over the table's pairs leaves it significant."""
+    methods = list(comparisons.methods)
+    rows = []
+    for a in methods:
+        row = [a]
+        for b in methods:
+            if a == b:
+                row.append("—")
+                continue
+            c = comparisons.get(a, b)
+            text = format_interval(c.estimate, c.low, c.high, signed=True).split(" ")[0] if c.estimate is not None else ""
+            row.append(text + (" ✱" if comparisons.better(a, b) or comparisons.better(b, a) else ""))
+        rows.append(row)
+    return _markdown_table(rows, ["row − column", *methods])
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def power_line(power: Power | None, primary: str, reference: str | None) -> str:
+    """One sentence: the smallest difference the table detects, and the seeds that would detect 1 point."""
+    if power is None:
+        return f"Power: not estimable (fewer than two matched seeds and no per-example data for `{primary}`)."
+    basis = (
+        f"{_count(power.seeds, 'seed')} × {power.examples:,} examples, seed and example variance as observed"
+        if power.kind == "bootstrap" and power.examples is not None
+        else f"{_count(power.seeds, 'seed')}, seed-level variance (no per-example data)"
+        if power.kind == "t"
+        else f"{_count(power.seeds, 'seed')}, per-example where the data exist, seed-level otherwise"
+    )
+    among = f"the {_count(power.comparisons, 'comparison')} with `{reference}`" if reference else f"the {_count(power.comparisons, 'pair')}"
+    mdd = format_significant(power.mdd, 2)
+    if power.seeds_needed is None:
+        seeds = f"no number of seeds detects {power.point_name} with these examples: it needs more examples"
+    else:
+        seeds = f"detecting {power.point_name} would take about {_count(power.seeds_needed, 'seed')}"
+    return (
+        f"Power: with {basis}, a true difference in `{primary}` of {mdd} or more is detected with 80% power "
+        f"at α = 0.05 (median over {among}); {seeds}."
+    )
 
 
 def _goal_words(goal: str) -> str:
@@ -145,7 +209,8 @@ def _robustness_caption(rob: RobustnessTable) -> str:
     return (
         "Top-1 error under corruption (lower is better). "
         + "; ".join(parts)
-        + ". These are mean ± 95% CI over seeds; n is the number of seeds with corruption cells. "
+        + ". These are means over seeds with their 95% intervals (as in the leaderboard: the hierarchical bootstrap "
+        "where per-example data exist, else t over seeds), inside [0, 1] for errors; n is the number of seeds with corruption cells. "
         "Each corruption's column is its error averaged over severities, then over seeds, printed without a CI "
         "to keep the table readable (the CSV has every raw column)."
     )
@@ -169,9 +234,79 @@ def robustness_section_markdown(rob: RobustnessTable, plots_dir: str | None = "p
     return "\n".join(lines)
 
 
+def _interval_words(board: Leaderboard) -> str:
+    groups: dict[str, list[str]] = {}
+    for metric in board.metrics:
+        groups.setdefault(board.intervals.get(metric, "none"), []).append(f"`{metric}`")
+    examples = None
+    scores = board.comparisons.scores.get(board.methods[0]) if board.methods else None
+    if scores is not None and not isinstance(scores, str):
+        examples = scores.examples
+    parts = []
+    if groups.get("bootstrap"):
+        size = f" ({examples:,} examples of the primary metric per seed)" if examples else ""
+        parts.append(f"for {', '.join(groups['bootstrap'])} the hierarchical bootstrap over seeds and examples{size}")
+    if groups.get("t"):
+        parts.append(f"for {', '.join(groups['t'])} Student's t over seeds")
+    if groups.get("mixed"):
+        parts.append(f"for {', '.join(groups['mixed'])} the bootstrap where per-example data exist, else t over seeds")
+    text = "; ".join(parts) if parts else "none (one seed each)"
+    return f"Cells are the mean over seeds with its 95% interval, inside the metric's range: {text}."
+
+
+def _leaderboard_caption(board: Leaderboard) -> str:
+    best = board.comparisons.best()
+    training = [f"`{m}`" for m in board.metrics if is_training_metric(m)]
+    goals = ", ".join(f"`{m}` {'↑' if board.goals[m] == 'max' else '↓'}" for m in board.metrics if m in board.goals)
+    words = [
+        f"Ordered by the mean of `{board.primary}` ({_goal_words(board.goal)})." + (f" Goals: {goals}." if goals else ""),
+        _interval_words(board),
+        f"rank is the range of ranks that Holm-corrected pairwise comparisons of `{board.primary}` allow: "
+        "methods that cannot be told apart share it.",
+        f"Bold: `{best}` is significantly better than every other method." if best
+        else "No method is significantly better than every other, so none is bold.",
+    ]
+    if training:
+        words.append(f"{', '.join(training)} (training) is shown, never ranked.")
+    words.append(f"n is the number of seeds. Precision: {board.precision}.")
+    return " ".join(words)
+
+
+def _paired_caption(paired: PairedTable, pairs: int) -> str:
+    kinds = set(paired.table["kind"])
+    how = (
+        "the hierarchical paired bootstrap over the same seeds and examples" if kinds == {"bootstrap"}
+        else "the paired t-test over seeds (no per-example data)" if kinds == {"t"}
+        else "the hierarchical paired bootstrap where both methods have per-example data, else the paired t-test over seeds"
+    )
+    text = (
+        f"Paired comparison with `{paired.reference}` on `{paired.primary}`: Δ is method − reference with its 95% interval "
+        f"from {how}; p (Holm) is its p-value, Holm-adjusted over all {_count(pairs, 'pair')} of the table."
+    )
+    if paired.has_mcnemar:
+        tests = sum(len(m.split()) for m in paired.table["mcnemar"])
+        text += (f" McNemar p (Holm): McNemar's exact test of the 0/1 outcomes on each seed (in seed order), "
+                 f"Holm-adjusted over the table's {_count(tests, 'test')}.")
+    return text + f" W/T/L counts the seeds the method won, tied and lost ({_goal_words(paired.goal)}); n is seeds × examples."
+
+
+def _missing_line(section: Section) -> list[str]:
+    if not section.missing_examples or section.leaderboard is None:
+        return []
+    by_reason: dict[str, list[str]] = {}
+    for method, reason in section.missing_examples:
+        by_reason.setdefault(reason, []).append(f"`{method}`")
+    parts = "; ".join(f"{', '.join(methods)}: {reason}" for reason, methods in sorted(by_reason.items()))
+    return [
+        f"Per-example data is missing or unusable for `{section.leaderboard.primary}` ({parts}): "
+        "the statistics involving these methods are seed-level (t over seeds).",
+        "",
+    ]
+
+
 def section_markdown(section: Section, plots_dir: str | None = "plots", robustness: RobustnessTable | None = None) -> str:
-    """One task/model: the leaderboard, the paired comparison, the failed runs, the plot link,
-    then the robustness subsection when ``robustness`` is given."""
+    """One task/model: the leaderboard, the paired comparisons and the power line, the failed runs,
+    the plot link, then the robustness subsection when ``robustness`` is given."""
     lines = [f"## {section.task} / {section.model}", ""]
     if section.note:
         lines += [f"> {section.note}", ""]
@@ -179,27 +314,23 @@ def section_markdown(section: Section, plots_dir: str | None = "plots", robustne
     if board is None:
         lines += ["No run of this task on this model succeeded.", ""]
     else:
-        goals = ", ".join(f"`{m}` {'↑' if board.goals[m] == 'max' else '↓'}" for m in board.metrics if m in board.goals)
-        lines += [
-            f"Ranked by the mean of `{board.primary}` ({_goal_words(board.goal)}). "
-            f"Cells are mean ± 95% CI over seeds (t distribution); n is the number of seeds."
-            + (f" Goals: {goals}." if goals else "") + f" Precision: {board.precision}.",
-            "",
-            leaderboard_markdown(board),
-            "",
-        ]
+        lines += [_leaderboard_caption(board), "", leaderboard_markdown(board), ""]
+        lines += _missing_line(section)
         paired = section.paired
+        pairs = len(board.comparisons.pairs)
         if paired is not None and paired.table is not None:
-            lines += [
-                f"Paired comparison with `{paired.reference}` over matched seeds: Δ is method − reference in "
-                f"`{paired.primary}` (mean ± 95% CI), p from a paired t-test, W/T/L counts the seeds the method "
-                f"won, tied and lost ({_goal_words(paired.goal)}).",
-                "",
-                paired_markdown(paired),
-                "",
-            ]
+            lines += [_paired_caption(paired, pairs), "", paired_markdown(paired), ""]
         elif paired is not None:
             lines += [paired_markdown(paired), ""]
+        if len(board.comparisons.methods) > 2:
+            lines += [
+                f"All pairs: Δ `{board.primary}` (row − column), rounded to its interval; ✱ marks a difference that stays "
+                f"significant after Holm's correction over the {_count(pairs, 'pair')}.",
+                "",
+                pairwise_markdown(board.comparisons),
+                "",
+            ]
+        lines += [power_line(section.power, board.primary, paired.reference if paired is not None and paired.table is not None else None), ""]
     if section.failed:
         count = len(section.failed)
         lines += [f"{count} run{'s' if count != 1 else ''} failed and {'are' if count != 1 else 'is'} not counted: "
@@ -212,34 +343,81 @@ def section_markdown(section: Section, plots_dir: str | None = "plots", robustne
     return "\n".join(lines)
 
 
+def across_tasks_markdown(agg: AcrossTasks, plots_dir: str | None = "plots") -> str:
+    """The "Across tasks" section: IQM and probability of improvement per method, and the plots."""
+    lines = [
+        "## Across tasks",
+        "",
+        f"Each run's primary metric divided by `{agg.reference}`'s mean on its task (the inverse where lower is better): "
+        f"1 is as good as `{agg.reference}`, above 1 better. IQM is the interquartile mean of a method's normalised runs over "
+        f"the {_count(len(agg.tasks), 'task')} ({', '.join(agg.tasks)}); P(> {agg.reference}) the probability that a run of the "
+        f"method beats a run of `{agg.reference}` on a random task (ties count ½). Intervals: 95% stratified bootstrap "
+        "(runs resampled within each task), as Agarwal et al. (2021) recommend.",
+        "",
+        _markdown_table(_display_rows(agg.table, agg.display_columns), agg.display_columns),
+        "",
+    ]
+    if plots_dir is not None:
+        lines += [
+            f"![IQM and probability of improvement across tasks]({plots_dir}/across_tasks.png)",
+            "",
+            f"![performance profile across tasks]({plots_dir}/across_tasks__profile.png)",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def suite_statistics(
+    records: list[Mapping[str, Any]], reference: str | None = None, arrays: ExampleArrays | None = None
+) -> tuple[list[Section], AcrossTasks | None]:
+    """The sections of every task/model and the aggregates across tasks (``None`` with fewer than two)."""
+    all_sections = sections(records, reference, arrays)
+    reference_name = next((s.paired.reference for s in all_sections if s.paired is not None and s.paired.reference), reference)
+    return all_sections, across_tasks(records, all_sections, reference_name)
+
+
 def render_leaderboard_markdown(
-    records: Iterable[Mapping[str, Any]], reference: str | None = None, *, plots_dir: str | None = "plots",
-    notices: Iterable[str] = (),
+    records: Iterable[Mapping[str, Any]],
+    reference: str | None = None,
+    *,
+    plots_dir: str | None = "plots",
+    arrays: ExampleArrays | None = None,
+    notes: Sequence[str] = (),
+    computed: tuple[Sequence[Section], AcrossTasks | None] | None = None,
 ) -> str:
-    """The whole leaderboard document of a suite's records: a section per task/model.
+    """The whole leaderboard document of a suite's records: a section per task/model, then the
+    aggregates across tasks.
 
     ``reference`` overrides the records' reference method; ``plots_dir`` is the folder
     the plot links point into, relative to the document (``None``: no plot links);
-    ``notices`` are paragraphs printed first (records that were not counted, and why).
+    ``arrays`` the records' per-example arrays (``{record key: {set: {field: array}}}``);
+    ``notes`` lines printed under the title (e.g. sidecars that could not be read);
+    ``computed`` the sections and aggregates of these records when the caller has them
+    (:func:`suite_statistics`).
     """
     records = list(records)
     suites = sorted({str(r.get("suite")) for r in records if r.get("suite")})
     ok = sum(r.get("status") == "ok" for r in records)
     title = f"# Leaderboard: {', '.join(suites)}" if suites else "# Leaderboard"
+    with_examples = sum(1 for r in records if r.get("status") == "ok" and r.get("examples"))
     head = [
         title,
         "",
-        f"Generated from {len(records)} run record{'s' if len(records) != 1 else ''} ({ok} successful); "
-        "regenerate it from the records rather than editing it.",
+        f"Generated from {len(records)} run record{'s' if len(records) != 1 else ''} ({ok} successful, "
+        f"{with_examples} with per-example data); regenerate it from the records rather than editing it. "
+        "How to read the tables: see the README.",
         "",
     ]
-    for notice in notices:
-        head += [notice, ""]
+    head += [line for note in notes for line in (note, "")]
+    all_sections, agg = computed if computed is not None else suite_statistics(records, reference, arrays)
     body = [
-        section_markdown(s, plots_dir, robustness_table(records, s.task, s.model, reference) if s.leaderboard else None)
+        section_markdown(s, plots_dir, robustness_table(records, s.task, s.model, reference, board=s.leaderboard)
+                         if s.leaderboard else None)
         + mechanism_section_markdown(records, s.task, s.model)
-        for s in sections(records, reference)
+        for s in all_sections
     ]
+    if agg is not None:
+        body.append(across_tasks_markdown(agg, plots_dir))
     return "\n".join(head + body).rstrip("\n") + "\n"
 
 
@@ -251,7 +429,7 @@ def _csv(table: pd.DataFrame) -> str:
 
 
 def leaderboard_csv(board: Leaderboard) -> str:
-    """Every column of the leaderboard: formatted cells, ``best``, and raw mean/std/ci95 per metric."""
+    """Every column of the leaderboard: formatted cells, rank range, ``best``, and raw mean/std/low/high per metric."""
     return _csv(board.table)
 
 
@@ -260,9 +438,19 @@ def paired_csv(paired: PairedTable) -> str:
     return "" if paired.table is None else _csv(paired.table)
 
 
+def pairwise_csv(comparisons: Comparisons) -> str:
+    """Every pair of the table: difference, interval, raw and Holm-adjusted p, significance, kind."""
+    return _csv(pairwise_table(comparisons))
+
+
 def robustness_csv(rob: RobustnessTable) -> str:
-    """Every column of the robustness table: formatted cells, raw mean/std/ci95 per column, raw mean per corruption."""
+    """Every column of the robustness table: formatted cells, raw mean/std/ci95/low/high per column, raw mean per corruption."""
     return _csv(rob.table)
+
+
+def across_tasks_csv(agg: AcrossTasks) -> tuple[str, str]:
+    """The cross-task table (per method) and every ordered pair's probability of improvement."""
+    return _csv(agg.table), _csv(agg.pairs)
 
 
 # --------------------------------------------------------------------------- LaTeX
@@ -291,9 +479,12 @@ _BOOKTABS = TableFormat(
 )
 
 
-def _latex_table(rows: list[list[str]], columns: Sequence[str], bold: Sequence[bool] = ()) -> str:
-    bold = list(bold) or [False] * len(rows)
-    cells = [[f"\\textbf{{{latex_escape(c)}}}" if b and c else latex_escape(c) for c in row] for row, b in zip(rows, bold)]
+def _latex_table(rows: list[list[str]], columns: Sequence[str], bold: Sequence[set[str]] = ()) -> str:
+    bold = list(bold) or [set()] * len(rows)
+    cells = [
+        [f"\\textbf{{{latex_escape(c)}}}" if name in b and c else latex_escape(c) for name, c in zip(columns, row)]
+        for row, b in zip(rows, bold)
+    ]
     return (
         tabulate(
             cells,
@@ -307,8 +498,8 @@ def _latex_table(rows: list[list[str]], columns: Sequence[str], bold: Sequence[b
 
 
 def leaderboard_latex(board: Leaderboard) -> str:
-    """The leaderboard as a booktabs ``tabular``, the best row in ``\\textbf{}``."""
-    return _latex_table(_display_rows(board.table, board.display_columns), board.display_columns, list(board.table["best"]))
+    """The leaderboard as a booktabs ``tabular``, a significantly best method's name and primary cell in ``\\textbf{}``."""
+    return _latex_table(_display_rows(board.table, board.display_columns), board.display_columns, _bold_cells(board))
 
 
 def paired_latex(paired: PairedTable) -> str:

@@ -31,8 +31,10 @@ severity ``s`` on seed ``k``, the robustness table of a task/model has one row p
   ``Ē^m_c = mean_k [ mean_s E^m_{c,s}(k) ]``, printed without a CI.
 
 Every column but the per-corruption ones is summarised over the seeds ``k`` that have
-corruption cells as mean ± 95% CI (:func:`~namex_bench.report.statistics.summarise`); ``n``
-counts those seeds. :func:`robustness_table` also returns the severity curves
+corruption cells as the mean with its 95% interval: the leaderboard's (the hierarchical
+bootstrap over seeds and examples) for the columns that are leaderboard metrics with
+per-example data, else Student's t over seeds (:func:`~namex_bench.report.statistics.summarise`),
+clipped to the column's range (errors in [0, 1], ratios from 0 up); ``n`` counts those seeds. :func:`robustness_table` also returns the severity curves
 ``mean_k E^m_{c,s}(k)`` for the plots. Nothing here reads files or the clock.
 """
 
@@ -46,8 +48,8 @@ from typing import Any
 import pandas as pd
 
 from ..metrics.mce import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
-from .leaderboard import Record, _by_method, _group, _metric_value, _unique_field, _where, leaderboard, task_model
-from .statistics import format_mean_ci, summarise
+from .leaderboard import Leaderboard, Record, _bounds, _by_method, _clipped, _group, _metric_value, _unique_field, _where, leaderboard, task_model
+from .statistics import format_interval, format_mean_ci, summarise
 
 __all__ = [
     "CORRUPTIONS_TABLE",
@@ -141,7 +143,8 @@ class RobustnessTable:
 
     ``table`` has one row per method with corruption cells (leaderboard rank order) and
     the columns ``method``; for every ``(key, title)`` of ``summary_columns`` the formatted
-    ``title`` (``"mean ± ci"``) and the raw ``key_mean``, ``key_std``, ``key_ci95``; for every
+    ``title`` (``"mean [low, high]"``) and the raw ``key_mean``, ``key_std``, ``key_ci95`` (the
+    t half-width), ``key_low``, ``key_high`` (the interval, clipped to the range); for every
     corruption ``c`` of ``corruptions`` the formatted ``c`` (mean, no CI) and the raw ``c_mean``;
     and ``n`` (seeds with corruption cells).
 
@@ -183,10 +186,18 @@ def _metric_or(record: Record, metric: str, fallback: float | None) -> float | N
     return fallback if value is None else value
 
 
-def robustness_table(records: Iterable[Record], task: str, model: str, reference: str | None = None) -> RobustnessTable | None:
+_RANGES = {"clean_error": (0.0, 1.0), "corruption_error": (0.0, 1.0), "corruption_error_all": (0.0, 1.0),
+           "relative_ce": (0.0, None), "mce": (0.0, None), "relative_mce": (0.0, None)}
+
+
+def robustness_table(
+    records: Iterable[Record], task: str, model: str, reference: str | None = None, *, board: Leaderboard | None = None
+) -> RobustnessTable | None:
     """The robustness table of the successful runs of ``task`` on ``model``; ``None`` when none has corruption cells.
 
-    ``reference`` overrides the records' ``"reference"`` as in :func:`~namex_bench.report.leaderboard.paired_table`.
+    ``reference`` overrides the records' ``"reference"`` as in :func:`~namex_bench.report.leaderboard.paired_table`;
+    ``board`` is the task's leaderboard (its order, and its bootstrap intervals where it has them;
+    computed from the records alone when not given).
     """
     records = list(records)
     what = f"task {task!r} on model {model!r}"
@@ -194,18 +205,21 @@ def robustness_table(records: Iterable[Record], task: str, model: str, reference
     cells_of = {id(r): corruption_cells(r) for r in group}
     if all(c is None for c in cells_of.values()):
         return None
-    board = leaderboard(records, task, model)
+    board = board if board is not None else leaderboard(records, task, model)
+    methods = board.methods
+    from_board = {key for key, kind in board.intervals.items() if kind == "bootstrap" and key in _RANGES}
+    board_rows = board.table.set_index("method")
     if reference is None:
         reference = _unique_field([r for r in records if task_model(r) == (task, model)], "reference", what)
 
     # {method: {seed: (record, cells)}} for the seeds with cells, in rank order
     by_method = _by_method(group, what)
     runs: dict[str, dict[Hashable, tuple[Record, Cells]]] = {}
-    for label in board.methods:
+    for label in methods:
         seeds = {seed: (r, cells_of[id(r)]) for seed, r in by_method[label].items() if cells_of[id(r)] is not None}
         if seeds:
             runs[label] = seeds
-    without_cells = tuple(label for label in board.methods if label not in runs)
+    without_cells = tuple(label for label in methods if label not in runs)
 
     present = {c for seeds in runs.values() for _, cells in seeds.values() for (c, _) in cells}
     corruptions = tuple(c for c in CORRUPTION_ORDER if c in present)
@@ -253,8 +267,14 @@ def robustness_table(records: Iterable[Record], task: str, model: str, reference
         row: dict[str, Any] = {"method": label, "n": len(seeds)}
         for key, title in summary_columns:
             s = summarise(v for v in per_seed[label].get(key, {}).values() if v is not None)
-            row[title] = format_mean_ci(s.mean, s.ci95)
+            low = high = None
+            if key in from_board and len(seeds) == board_rows.loc[label, "n"]:
+                low, high = float(board_rows.loc[label, f"{key}_low"]), float(board_rows.loc[label, f"{key}_high"])
+            elif s.ci95 is not None:
+                low, high = _clipped(s.mean - s.ci95, s.mean + s.ci95, _bounds(group, key) or _RANGES[key])
+            row[title] = format_interval(s.mean, low, high)
             row[f"{key}_mean"], row[f"{key}_std"], row[f"{key}_ci95"] = s.mean, s.std, s.ci95
+            row[f"{key}_low"], row[f"{key}_high"] = low, high
         for corruption in corruptions:
             by_seed = [
                 _mean(e for (c, _), e in sorted(cells.items()) if c == corruption) for _, cells in seeds.values()
@@ -272,11 +292,11 @@ def robustness_table(records: Iterable[Record], task: str, model: str, reference
 
     columns = ["method", *(title for _, title in summary_columns), *corruptions, "n"]
     for key, _ in summary_columns:
-        columns += [f"{key}_mean", f"{key}_std", f"{key}_ci95"]
+        columns += [f"{key}_mean", f"{key}_std", f"{key}_ci95", f"{key}_low", f"{key}_high"]
     columns += [f"{c}_mean" for c in corruptions]
     table = pd.DataFrame(rows, columns=columns)
     table["n"] = table["n"].astype("int64")
-    for name in columns[len(columns) - 3 * len(summary_columns) - len(corruptions) :]:
+    for name in columns[len(columns) - 5 * len(summary_columns) - len(corruptions) :]:
         table[name] = pd.to_numeric(table[name], errors="raise").astype("float64")
     curves = pd.DataFrame(curve_rows, columns=["method", "corruption", "severity", "error_mean", "n"])
     curves["severity"] = curves["severity"].astype("int64")

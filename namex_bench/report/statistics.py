@@ -9,7 +9,8 @@ Every number a leaderboard prints comes from here (DESIGN.md, principle 7):
   the mean difference ``d = method - reference``, its 95% CI, the paired t-test's
   two-sided p-value, and how many seeds the method won, tied and lost.
 * :func:`format_mean_ci` — ``mean ± ci`` printed with no more digits than the
-  interval supports.
+  interval supports; :func:`format_interval` the same for an interval that need not be
+  symmetric (a bootstrap's, or one clipped to the metric's range): ``mean [low, high]``.
 
 Nothing here returns NaN: an undefined quantity (the spread of one seed) is ``None``.
 """
@@ -24,7 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Paired", "Summary", "format_mean_ci", "format_p", "format_significant", "paired_comparison", "summarise"]
+__all__ = [
+    "Paired",
+    "Summary",
+    "format_interval",
+    "format_mean_ci",
+    "format_p",
+    "format_significant",
+    "paired_comparison",
+    "summarise",
+]
 
 GOALS = ("max", "min")
 
@@ -211,6 +221,35 @@ def format_mean_ci(
     if signed and not text.startswith("-") and float(text) != 0.0:
         text = "+" + text
     return text + suffix
+
+
+def format_interval(estimate: float | None, low: float | None, high: float | None, *, signed: bool = False) -> str:
+    """``estimate [low, high]`` rounded like :func:`format_mean_ci`: the half-width ``(high − low)/2``
+    to 2 significant digits sets the decimal place of all three numbers.
+
+    ``0.7842 [0.7611, 0.8063]`` → ``"0.784 [0.761, 0.806]"``. Without an interval (``low`` or
+    ``high`` ``None``) the estimate alone, 4 significant digits; an interval of width 0 as
+    ``"estimate ± 0"``; ``signed=True`` prefixes positive numbers with ``+``.
+    """
+    if estimate is None:
+        return ""
+    if low is None or high is None:
+        return format_mean_ci(estimate, None, signed=signed)
+    for value in (estimate, low, high):
+        if not math.isfinite(value):
+            raise ValueError(f"interval bounds must be finite, got {(estimate, low, high)}")
+    if high < low:
+        raise ValueError(f"interval low {low} is above high {high}")
+    half = (high - low) / 2
+    if half < 1e-9 * max(1.0, abs(estimate)):
+        return format_mean_ci(estimate, 0.0, signed=signed)
+    places = _decimals(half, 2)
+
+    def text(x: float) -> str:
+        t = _fixed(x, places)
+        return "+" + t if signed and not t.startswith("-") and float(t) != 0.0 else t
+
+    return f"{text(estimate)} [{text(low)}, {text(high)}]"
 
 
 def format_significant(x: float, digits: int = 4) -> str:

@@ -7,7 +7,8 @@
     results/<suite>/tables/<task>__<model>.tex            leaderboard: booktabs tabular
     results/<suite>/tables/<task>__<model>__paired.csv    paired comparison with the reference
     results/<suite>/tables/<task>__<model>__paired.tex
-    results/<suite>/plots/<task>__<model>.png             primary metric, mean ± 95% CI
+    results/<suite>/tables/<task>__<model>__pairwise.csv  every pair of methods
+    results/<suite>/plots/<task>__<model>.png             primary metric and Δ vs the reference, with intervals
 
 and, for a task/model whose records have corruption cells (``cells["corruptions"]``)::
 
@@ -16,8 +17,18 @@ and, for a task/model whose records have corruption cells (``cells["corruptions"
     results/<suite>/plots/<task>__<model>__severity.png       error by severity, a panel per corruption
     results/<suite>/plots/<task>__<model>__mce.png            mean CE, mean ± 95% CI
 
-Every file is a function of the records alone, written atomically, and only when its
-bytes change: regenerating an unchanged report rewrites nothing and keeps the mtimes.
+and, with two or more tasks whose reference ran::
+
+    results/<suite>/tables/across_tasks.csv               IQM and P(> reference) per method
+    results/<suite>/tables/across_tasks__pairs.csv        P(A > B) for every ordered pair
+    results/<suite>/plots/across_tasks.png                both, with intervals
+    results/<suite>/plots/across_tasks__profile.png       performance profiles
+
+Every file is a function of the records and their per-example sidecars alone (read
+here, checked against the sha256 each record holds; a sidecar that cannot be used is
+named in the leaderboard and its record's statistics are seed-level), written
+atomically, and only when its bytes change: regenerating an unchanged report rewrites
+nothing and keeps the mtimes.
 The paired files are absent for a task/model without a reference to compare against;
 a task/model without a successful run only gets its section in ``leaderboard.md``.
 
@@ -31,22 +42,25 @@ run that has left the suite — are not counted, and ``leaderboard.md`` says so 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runner.examples import ExamplesError, read_examples
 from ..runner.records import DamagedRecord, inside, read_current_runs, read_records, runs_dir, write_bytes_atomic
-from .leaderboard import sections
-from .plots import mean_ce_png, primary_metric_png, severity_png
+from .plots import across_tasks_png, mean_ce_png, primary_metric_png, profile_png, severity_png
 from .render import (
+    across_tasks_csv,
     file_stem,
     leaderboard_csv,
     leaderboard_latex,
     paired_csv,
     paired_latex,
+    pairwise_csv,
     render_leaderboard_markdown,
     robustness_csv,
     robustness_latex,
+    suite_statistics,
 )
 from .robustness import robustness_table
 
@@ -98,6 +112,24 @@ def report_inputs(results_root: Path, suite: str, skip_damaged: bool = False) ->
                         tuple(damaged))
 
 
+def suite_examples(results_root: Path, suite: str, records: list) -> tuple[dict, list[str]]:
+    """The per-example arrays of the suite's successful records that name a sidecar
+    (``{record key: {set: {field: array}}}``), and one line per sidecar that could not be used."""
+    directory = runs_dir(results_root, suite)
+    arrays, notes = {}, []
+    for record in records:
+        if record.get("status") != "ok" or not record.get("examples"):
+            continue
+        try:
+            found = read_examples(directory, record)
+        except ExamplesError as exc:
+            notes.append(f"Per-example data not used for `{record.get('name', record.get('key'))}`: {exc}.")
+            continue
+        if found is not None:
+            arrays[str(record["key"])] = found
+    return arrays, [n.replace(str(directory), "runs") for n in notes]
+
+
 def write_if_changed(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` atomically (temporary file + rename) unless it already holds them.
 
@@ -112,11 +144,12 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 
 
 def report_files(
-    records: list, reference: str | None = None, *, plots: bool = True, notices: Iterable[str] = ()
+    records: list, reference: str | None = None, *, plots: bool = True, arrays: dict | None = None, notes: Sequence[str] = ()
 ) -> dict[str, bytes]:
     """The report's files as ``{path relative to results/<suite>/: bytes}``; ``plots=False`` leaves
-    the PNGs out (they are the slow part, and :func:`check_report` does not compare them);
-    ``notices`` go at the top of ``leaderboard.md``."""
+    the PNGs out (they are the slow part, and :func:`check_report` does not compare them).
+    ``arrays``: the records' per-example arrays; ``notes``: paragraphs for the top of
+    ``leaderboard.md`` (records not counted, sidecars that could not be used)."""
     files: dict[str, bytes] = {}
     clash = False  # two task/model pairs gave one name (e.g. a model called "m__robustness")
 
@@ -125,29 +158,40 @@ def report_files(
         clash = clash or name in files
         files[name] = data
 
-    for section in sections(records, reference):
+    all_sections, agg = suite_statistics(records, reference, arrays)
+    for section in all_sections:
         board = section.leaderboard
         if board is None:
             continue
         stem = file_stem(section.task, section.model)
         add(f"tables/{stem}.csv", leaderboard_csv(board).encode())
         add(f"tables/{stem}.tex", leaderboard_latex(board).encode())
+        add(f"tables/{stem}__pairwise.csv", pairwise_csv(board.comparisons).encode())
         paired = section.paired
         if paired is not None and paired.table is not None:
             add(f"tables/{stem}__paired.csv", paired_csv(paired).encode())
             add(f"tables/{stem}__paired.tex", paired_latex(paired).encode())
         if plots:
-            add(f"plots/{stem}.png", primary_metric_png(board, paired.reference if paired else None))
-        rob = robustness_table(records, section.task, section.model, reference)
+            add(f"plots/{stem}.png", primary_metric_png(board, paired if paired is not None and paired.table is not None else None))
+        rob = robustness_table(records, section.task, section.model, reference, board=board)
         if rob is not None:
             add(f"tables/{stem}__robustness.csv", robustness_csv(rob).encode())
             add(f"tables/{stem}__robustness.tex", robustness_latex(rob).encode())
             if plots:
                 add(f"plots/{stem}__severity.png", severity_png(rob))
                 add(f"plots/{stem}__mce.png", mean_ce_png(rob))
+    if agg is not None:
+        table, pairs = across_tasks_csv(agg)
+        add("tables/across_tasks.csv", table.encode())
+        add("tables/across_tasks__pairs.csv", pairs.encode())
+        if plots:
+            add("plots/across_tasks.png", across_tasks_png(agg))
+            add("plots/across_tasks__profile.png", profile_png(agg))
     if clash or len({name.lower() for name in files}) != len(files):
         raise ValueError("two task/model pairs map to the same report file names; rename a task or model")
-    files["leaderboard.md"] = render_leaderboard_markdown(records, reference, plots_dir="plots", notices=notices).encode()
+    files["leaderboard.md"] = render_leaderboard_markdown(
+        records, reference, plots_dir="plots", notes=notes, computed=(all_sections, agg)
+    ).encode()
     return files
 
 
@@ -161,7 +205,9 @@ def write_report(results_root: Path, suite: str, reference: str | None = None, *
     """
     results_root = Path(results_root)
     inputs = report_inputs(results_root, suite, skip_damaged)
-    files = report_files(inputs.records, reference, notices=inputs.notices())
+    arrays, notes = suite_examples(results_root, suite, inputs.records)
+    notes = inputs.notices() + notes
+    files = report_files(inputs.records, reference, arrays=arrays, notes=notes)
     # leaderboard.md last: it never links to a plot that is not there yet
     for name in sorted(files, key=lambda n: (n == "leaderboard.md", n)):
         write_if_changed(inside(results_root, suite, name), files[name])
@@ -177,9 +223,11 @@ def check_report(results_root: Path, suite: str, reference: str | None = None, *
     """
     results_root = Path(results_root)
     inputs = report_inputs(results_root, suite, skip_damaged)
+    arrays, notes = suite_examples(results_root, suite, inputs.records)
+    notes = inputs.notices() + notes
     out = results_root / suite
     stale = []
-    for name, data in sorted(report_files(inputs.records, reference, plots=False, notices=inputs.notices()).items()):
+    for name, data in sorted(report_files(inputs.records, reference, plots=False, arrays=arrays, notes=notes).items()):
         path = out / name
         if not path.is_file() or path.read_bytes() != data:
             stale.append(name)
@@ -195,8 +243,9 @@ def readme_block(results_root: Path, suite: str, reference: str | None = None, *
     two levels down, plot links pointing into ``results/<suite>/plots``."""
     results_root = Path(results_root)
     inputs = report_inputs(results_root, suite, skip_damaged)
-    text = render_leaderboard_markdown(inputs.records, reference, plots_dir=f"{results_root.name}/{suite}/plots",
-                                       notices=inputs.notices())
+    arrays, notes = suite_examples(results_root, suite, inputs.records)
+    notes = inputs.notices() + notes
+    text = render_leaderboard_markdown(inputs.records, reference, plots_dir=f"{results_root.name}/{suite}/plots", arrays=arrays, notes=notes)
     lines = ["##" + line if line.startswith("#") else line for line in text.strip().splitlines()]
     return "\n".join([README_BEGIN.format(suite=suite), *lines, README_END.format(suite=suite)])
 

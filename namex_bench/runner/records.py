@@ -24,6 +24,8 @@ A record (``results/<suite>/runs/<key>.json``)::
       "timings": {"train_s": ..., "eval_s": ..., "step_s": ..., "total_s": ...},
       "params": {"total": ..., "active_per_token": ...},
       "diagnostics": {"batch": ..., "logit_std": ..., "layers": [...], "ablations": {...}},  # tasks/diagnostics.py
+      "bounds": {"top1": [0, 1], "loss": [0, null], ...},  # each metric's range (null: open)
+      "examples": {"file": "<key>.examples.npz", "sha256": ..., ...},  # per-example sidecar (runner/examples.py)
       "placement": {"host": "node042", "executor": "slurm" | "local" | null, "job_id": "4242_3" | null},
       "environment": {"python": ..., "packages": {"torch": ..., ...}, "device": ..., "cpu": ...,
                       "git_commit": "<sha>", "git_dirty": false,   # uncommitted changes outside results/
@@ -206,8 +208,9 @@ def finished_keys(records: Iterable[dict[str, Any]]) -> set[str]:
 def supersede(results_root: Path, suite: str, keys: set[str], suffix: str = "") -> list[Path]:
     """Move the records with these ``keys`` — older configurations of a run that has just
     got a new record, or records of code that has changed since — to
-    ``runs/superseded/<key><suffix>.json``, so that a suite's leaderboard never counts a run
-    twice and nothing is deleted. Returns the new paths, sorted."""
+    ``runs/superseded/<key><suffix>.json`` with their sidecars (``<key>.*``), so that a
+    suite's leaderboard never counts a run twice and nothing is deleted. Returns the
+    records' new paths, sorted."""
     directory = runs_dir(results_root, suite)
     moved = []
     for key in sorted(keys):
@@ -217,6 +220,8 @@ def supersede(results_root: Path, suite: str, keys: set[str], suffix: str = "") 
             os.replace(record_path(results_root, suite, key), target)
         except FileNotFoundError:  # another process (a concurrent shard or job) moved it first
             continue
+        for path in sorted(directory.glob(f"{key}.*")):  # its sidecars
+            os.replace(path, target.parent / f"{key}{suffix}{path.name[len(key):]}")
         moved.append(target)
     return moved
 

@@ -42,6 +42,7 @@ from ..suite.schema import Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
 from .environment import describe_environment
+from .examples import examples_path, write_examples
 from .placement import placement
 from .record_schema import is_number
 from .records import (
@@ -86,16 +87,18 @@ def check_metrics(metrics: dict[str, Any]) -> None:
 
 def _failed(record: dict, error: dict[str, str], total_s: float) -> dict:
     """``record`` as the record of a failed run: its error, no results."""
-    kept = {k: v for k, v in record.items() if k not in ("metrics", "goals", "primary", "cells", "params", "timings")}
+    kept = {k: v for k, v in record.items() if k not in ("metrics", "goals", "primary", "cells", "params", "timings", "diagnostics", "bounds", "examples")}
     return {**kept, "status": "failed", "error": error, "timings": {"total_s": total_s}}
 
 
-def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
+def execute(run: RunSpec, suite: Suite, ctx: RunContext, sidecar: Path | None = None) -> dict:
     """Execute one run and return its record (status "failed" with the error if it raised,
     or if a metric it returned is not a finite number).
 
     Under torchrun every rank returns the same status: a run that raised on any rank failed
-    on all, with that rank's error (``distributed.agreed_error``)."""
+    on all, with that rank's error (``distributed.agreed_error``). With ``sidecar``, the
+    run's per-example outcomes are written there (atomically, before the record) and the
+    record names the file and its sha256."""
     record = {
         "schema": SCHEMA_VERSION,
         "key": run.key,
@@ -130,7 +133,10 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         params=result.params,
         diagnostics=result.diagnostics,
         timings={**result.timings, "total_s": time.perf_counter() - start},
+        bounds={k: list(v) for k, v in result.bounds.items() if k in result.metrics},
     )
+    if sidecar is not None and result.examples is not None and result.examples.sets:
+        record["examples"] = write_examples(sidecar, result.examples.sets, result.examples.metrics)
     return record
 
 
@@ -326,11 +332,11 @@ def execute_and_record(run: RunSpec, suite: Suite, ctx: RunContext, results_root
     with claim(results_root, plan.folder, run.key, plan.stale.get(run.key)) if distributed.is_main() else contextlib.nullcontext("run") as state:
         state = _agreed(state, ctx.device)
         if state == "run":
+            if distributed.is_main() and run.key in plan.stale:  # the record of the method's older code, kept aside
+                supersede(results_root, plan.folder, {run.key}, suffix=f".code-{plan.stale[run.key]}")
             with applied(suite.runtime):
-                record = execute(run, suite, ctx)
+                record = execute(run, suite, ctx, examples_path(results_root, plan.folder, run.key) if distributed.is_main() else None)
             if distributed.is_main():
-                if run.key in plan.stale:  # the record of the method's older code is kept beside
-                    supersede(results_root, plan.folder, {run.key}, suffix=f".code-{plan.stale[run.key]}")
                 record = store(results_root, plan.folder, record, plan.older.get(run.name, set()))
     distributed.barrier()
     return state, record

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from .examples import PerExample
+
 
 @dataclass
 class RunContext:
@@ -22,7 +24,9 @@ class RunContext:
 class TaskResult:
     """``metrics`` (headline scalars), their ``goals`` ("max"/"min"), the ``primary`` metric,
     per-cell tables, timings, parameter counts and the method's mechanism ``diagnostics``
-    (``tasks/diagnostics.py``) — the measured part of a run record."""
+    (``tasks/diagnostics.py``) — the measured part of a run record — with each metric's
+    ``bounds`` (its range, ``None`` for an open end) and the per-example outcomes behind the
+    metrics (``examples``, written to the record's sidecar)."""
 
     metrics: dict[str, float]
     goals: dict[str, str]
@@ -31,3 +35,5 @@ class TaskResult:
     timings: dict[str, float] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    examples: PerExample | None = None

@@ -21,6 +21,7 @@ import os
 import traceback
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -214,6 +215,20 @@ def eval_loader(dataset: Dataset, batch_size: int, collate_fn=None, device: torc
 def set_epoch(data: DataLoader, epoch: int) -> None:
     if isinstance(data.sampler, DistributedSampler):
         data.sampler.set_epoch(epoch)
+
+
+def gather_strided(values: np.ndarray) -> np.ndarray:
+    """The per-example ``values`` of every rank in dataset order: rank ``r`` of ``W`` holds
+    examples ``r, r + W, …`` (as :func:`eval_loader` deals them), so the result has
+    ``result[r::W] = values of rank r``. Unchanged when not distributed."""
+    if not dist.is_initialized():
+        return values
+    parts: list = [None] * world_size()
+    dist.all_gather_object(parts, np.asarray(values))
+    out = np.empty(sum(len(p) for p in parts), dtype=parts[0].dtype)
+    for r, part in enumerate(parts):
+        out[r :: len(parts)] = part
+    return out
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:

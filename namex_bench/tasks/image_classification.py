@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -17,6 +18,7 @@ from ..suite.schema import ImageClassificationTask, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
 from .diagnostics import EXAMPLES, mechanism_diagnostics
+from .examples import PerExample, dataset_ids
 from .robustness import base_dataset, corruption_metrics, evaluate_corruptions, evaluate_natural_shift
 from .training import classification_loss, seeded_model, train
 
@@ -40,21 +42,28 @@ def image_datasets(task: ImageClassificationTask) -> tuple[Dataset, Dataset, int
 
 
 @torch.no_grad()
-def evaluate_classifier(model: MoEModel, loader: DataLoader, device: torch.device, autocast_dtype, desc: str = "eval") -> dict[str, float]:
-    """Top-1 and top-5 accuracy and mean cross-entropy over every example (summed over ranks)."""
+def evaluate_classifier(model: MoEModel, loader: DataLoader, device: torch.device, autocast_dtype, desc: str = "eval") -> dict[str, np.ndarray]:
+    """Per example, in dataset order (gathered from every rank): top-1 and top-5 hits (uint8) and
+    the cross-entropy (float32): ``{"correct", "correct5", "loss"}``."""
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct@1, correct@5, loss, count
+    parts: dict[str, list[np.ndarray]] = {"correct": [], "correct5": [], "loss": []}
     for inputs, targets in progress(loader, desc=desc, unit="batch", enabled=distributed.is_main()):
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(inputs).output.float()
         k = min(5, logits.shape[-1])
-        top = logits.topk(k, dim=-1).indices
-        hits = top == targets.unsqueeze(-1)
-        sums += torch.stack([hits[:, 0].sum(), hits.any(-1).sum(), F.cross_entropy(logits, targets, reduction="sum"),
-                             torch.tensor(len(targets), device=device)]).double()
-    correct1, correct5, loss, count = distributed.all_sum(sums).tolist()
-    return {"top1": correct1 / count, "top5": correct5 / count, "loss": loss / count}
+        hits = logits.topk(k, dim=-1).indices == targets.unsqueeze(-1)
+        parts["correct"].append(hits[:, 0].to(torch.uint8).cpu().numpy())
+        parts["correct5"].append(hits.any(-1).to(torch.uint8).cpu().numpy())
+        parts["loss"].append(F.cross_entropy(logits, targets, reduction="none").cpu().numpy())
+    empty = {"correct": np.uint8, "correct5": np.uint8, "loss": np.float32}
+    return {k: distributed.gather_strided(np.concatenate(v) if v else np.zeros(0, dtype=empty[k])) for k, v in parts.items()}
+
+
+def classifier_metrics(outcomes: dict[str, np.ndarray]) -> dict[str, float]:
+    """``top1``, ``top5`` and the mean ``loss`` of :func:`evaluate_classifier`'s per-example outcomes."""
+    return {"top1": float(outcomes["correct"].mean()), "top5": float(outcomes["correct5"].mean()),
+            "loss": float(outcomes["loss"].astype(np.float64).mean())}
 
 
 def run_image_classification(task: ImageClassificationTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
@@ -66,8 +75,14 @@ def run_image_classification(task: ImageClassificationTask, model_entry: ModelEn
     loader = distributed.train_loader(train_set, batch, seed, device=ctx.device)
     result = train(model, loader, task.train, classification_loss, ctx.device, ctx.autocast_dtype)
     start = time.perf_counter()
-    metrics = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size, device=ctx.device), ctx.device, ctx.autocast_dtype)
+    outcomes = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size, device=ctx.device), ctx.device, ctx.autocast_dtype)
+    metrics = classifier_metrics(outcomes)
     metrics["clean_error"] = 1.0 - metrics["top1"]
+    examples = PerExample()
+    examples.add("test", dataset_ids(test_set), **outcomes)
+    for metric, score, link in (("top1", "correct", "identity"), ("top5", "correct5", "identity"), ("loss", "loss", "identity"),
+                                ("clean_error", "correct", "complement")):
+        examples.metric(metric, "test", score, link=link)
     if result.steps:
         metrics["train_loss"] = result.final_loss
     eval_s = time.perf_counter() - start
@@ -81,15 +96,15 @@ def run_image_classification(task: ImageClassificationTask, model_entry: ModelEn
     class_to_idx = getattr(base_dataset(train_set), "class_to_idx", None)  # the model's classes, by wnid
     if task.eval.corruptions is not None:
         start = time.perf_counter()
-        cells["corruptions"] = evaluate_corruptions(model, task, test_set, ctx, class_to_idx)
+        cells["corruptions"] = evaluate_corruptions(model, task, test_set, ctx, class_to_idx, examples)
         metrics.update(corruption_metrics(cells["corruptions"], task.eval.corruptions, metrics["clean_error"]))
         timings["corruption_eval_s"] = time.perf_counter() - start
     for prefix in ("imagenet_a", "imagenet_r"):
         folder = getattr(task.eval, prefix)
         if folder is not None:
-            metrics.update(evaluate_natural_shift(model, folder, task, test_set, ctx, class_to_idx, prefix))
+            metrics.update(evaluate_natural_shift(model, folder, task, test_set, ctx, class_to_idx, prefix, examples))
     return TaskResult(metrics=metrics, goals=GOALS, primary="top1", cells=cells, timings=timings, params=parameter_counts(model),
-                      diagnostics=diagnostics)
+                      bounds=BOUNDS, examples=examples, diagnostics=diagnostics)
 
 
 GOALS = {
@@ -97,4 +112,6 @@ GOALS = {
     "corruption_error": "min", "corruption_error_all": "min", "mce": "min", "relative_mce": "min",
     "imagenet_a_top1": "max", "imagenet_a_clean_top1": "max", "imagenet_r_top1": "max", "imagenet_r_clean_top1": "max",
 }
+# every metric's range: rates and errors in [0, 1], losses and AlexNet-normalised errors from 0 up
+BOUNDS = {k: ((0.0, None) if k in ("loss", "train_loss", "mce", "relative_mce") else (0.0, 1.0)) for k in GOALS}
 

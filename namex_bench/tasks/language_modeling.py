@@ -15,18 +15,20 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..data.limit import limit_dataset
-from ..metrics.perplexity import sliding_window_nll
+from ..metrics.perplexity import sum_in_order, window_nlls
 from ..models.hf_moe import HFMoEModel
 from ..models.moe_model import parameter_counts
 from ..suite.schema import CorpusData, LanguageModelingTask, LMTraining, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
 from .diagnostics import mechanism_diagnostics, token_blocks
+from .examples import PerExample
 from .training import TrainResult, seeded_model, train
 
 
@@ -76,16 +78,19 @@ def train_lm(model: HFMoEModel, training: LMTraining, seed: int, ctx: RunContext
 
 
 @torch.no_grad()
-def perplexity(model: HFMoEModel, tokens: torch.Tensor, context: int, stride: int, ctx: RunContext) -> dict[str, float]:
-    """``ppl``, ``nll`` (mean per scored token) and ``tokens`` scored by the sliding-window protocol."""
+def perplexity(model: HFMoEModel, tokens: torch.Tensor, context: int, stride: int, ctx: RunContext) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``ppl``, ``nll`` (mean per scored token) and ``tokens`` scored by the sliding-window protocol,
+    and per window: its first scored position (``id``), the NLL of its scored tokens and their number."""
     model.eval()
 
     def logits(ids: torch.Tensor) -> torch.Tensor:
         with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
             return model(ids.to(ctx.device)).output.logits.float()
 
-    total, count = sliding_window_nll(logits, tokens, context, stride)
-    return {"ppl": math.exp(total / count), "nll": total / count, "tokens": count}
+    firsts, nlls, counts = window_nlls(logits, tokens, context, stride)
+    total, count = sum_in_order(nlls), sum(counts)
+    windows = {"id": np.asarray(firsts, dtype=np.int64), "nll": np.asarray(nlls, dtype=np.float64), "tokens": np.asarray(counts, dtype=np.int64)}
+    return {"ppl": math.exp(total / count), "nll": total / count, "tokens": count}, windows
 
 
 def lm_diagnostics(model: HFMoEModel, data: CorpusData, context: int, ctx: RunContext) -> dict:
@@ -106,10 +111,14 @@ def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, m
     if ctx.limit is not None:
         max_tokens = min(max_tokens or ctx.limit * context, ctx.limit * context)
     metrics, goals, cells = {}, {}, []
+    examples = PerExample()
     for split, prefix in (("test", ""), ("validation", "val_"), *([("kjv", "kjv_")] if task.eval.kjv else [])):
         tokens = corpus_tokens(task.data, split, model.tokenizer)[:max_tokens]
-        scores = perplexity(model, tokens, context, stride, ctx)
+        scores, windows = perplexity(model, tokens, context, stride, ctx)
         metrics.update({prefix + "ppl": scores["ppl"], prefix + "nll": scores["nll"]})
+        examples.add(f"perplexity/{split}", windows.pop("id"), **windows)
+        examples.metric(prefix + "ppl", f"perplexity/{split}", "nll", weight="tokens", link="exp")
+        examples.metric(prefix + "nll", f"perplexity/{split}", "nll", weight="tokens")
         goals.update({prefix + "ppl": "min", prefix + "nll": "min"})
         cells.append({"text": split, **scores, "context": context, "stride": stride})
     if result.steps:
@@ -119,5 +128,6 @@ def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, m
     start = time.perf_counter()
     diagnostics = lm_diagnostics(model, task.data, task.context, ctx)
     timings["diagnostics_s"] = time.perf_counter() - start
-    return TaskResult(metrics=metrics, goals=goals, primary="ppl", cells={"perplexity": cells}, timings=timings, params=parameter_counts(model),
-                      diagnostics=diagnostics)
+    bounds = {k: ((1.0, None) if k.endswith("ppl") else (0.0, None)) for k in metrics}
+    return TaskResult(metrics=metrics, goals=goals, primary="ppl", cells={"perplexity": cells}, timings=timings,
+                      params=parameter_counts(model), bounds=bounds, examples=examples, diagnostics=diagnostics)

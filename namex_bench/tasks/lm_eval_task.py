@@ -22,6 +22,7 @@ from ..models.moe_model import parameter_counts
 from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry, ShakespeareData
 from . import distributed
 from .base import RunContext, TaskResult
+from .examples import PerExample
 from .language_modeling import lm_diagnostics, train_lm
 from .training import seeded_model
 
@@ -61,7 +62,15 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
     corpus, context = (task.finetune.data, task.finetune.context) if task.finetune is not None else (ShakespeareData(source="shakespeare"), 128)
     diagnostics = lm_diagnostics(model, corpus, context, ctx)
     timings["diagnostics_s"] = time.perf_counter() - start
+    bounds = {k: ((0.0, None) if k == "train_loss" else (0.0, 1.0)) for k in metrics}
+    examples = PerExample()
+    for name, fields in scores.samples.items():
+        examples.add(f"lm_eval/{name}", fields.pop("id"), **fields)
+    for name, leaves in scores.leaves.items():  # a task's metric is the mean over its (subjects') documents
+        for metric in ("acc", "acc_norm"):
+            if f"{name}/{metric}" in metrics and all(metric in scores.samples.get(leaf, {}) for leaf in leaves):
+                examples.metric(f"{name}/{metric}", [f"lm_eval/{leaf}" for leaf in leaves], metric)
     return TaskResult(
         metrics=metrics, goals=goals, primary=f"{task.tasks[0]}/acc", cells={"lm_eval": cells, "lm_eval_truncation": truncation},
-        timings=timings, params=parameter_counts(model), diagnostics=diagnostics,
+        timings=timings, params=parameter_counts(model), bounds=bounds, examples=examples, diagnostics=diagnostics,
     )

@@ -26,6 +26,9 @@ from ..progress import progress
 from ..suite.schema import CorruptionEval, ImageClassificationTask
 from . import distributed
 from .base import RunContext
+from .examples import PerExample, dataset_ids
+
+CORRUPTION_SETS = "corruptions"
 
 
 @dataclass
@@ -91,18 +94,18 @@ def _unwrap(dataset: Dataset, keep: np.ndarray) -> tuple[Dataset, np.ndarray]:
 
 
 @torch.no_grad()
-def _correct(model: MoEModel, batches, ctx: RunContext, subset: list[int] | None = None) -> tuple[int, int]:
-    """Correct top-1 predictions and examples, over ``(inputs, targets)`` batches (summed over ranks)."""
+def _correct(model: MoEModel, batches, ctx: RunContext, subset: list[int] | None = None) -> np.ndarray:
+    """Whether each example's top-1 prediction is right (uint8), over ``(inputs, targets)`` batches
+    dealt to the ranks as :func:`~namex_bench.tasks.distributed.eval_loader` does, in dataset order."""
     model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    hits = []
     for inputs, targets in batches:
         inputs, targets = inputs.to(ctx.device), targets.to(ctx.device)
         with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
             logits = model(inputs).output.float()
         predicted = logits.argmax(-1) if subset is None else restricted_predictions(logits, subset)
-        sums += torch.stack([(predicted == targets).sum(), torch.tensor(len(targets), device=ctx.device)]).double()
-    correct, total = distributed.all_sum(sums).tolist()
-    return int(correct), int(total)
+        hits.append((predicted == targets).to(torch.uint8).cpu().numpy())
+    return distributed.gather_strided(np.concatenate(hits) if hits else np.zeros(0, dtype=np.uint8))
 
 
 def _array_batches(source: EvalImages, images: np.ndarray, batch_size: int):
@@ -114,12 +117,21 @@ def _array_batches(source: EvalImages, images: np.ndarray, batch_size: int):
 
 
 def evaluate_corruptions(model: MoEModel, task: ImageClassificationTask, test_set: Dataset, ctx: RunContext,
-                         class_to_idx: dict[str, int] | None) -> list[dict]:
-    """Per (corruption, severity): top-1 and error (``{"corruption", "severity", "top1", "error"}``)."""
+                         class_to_idx: dict[str, int] | None, examples: PerExample | None = None) -> list[dict]:
+    """Per (corruption, severity): top-1 and error (``{"corruption", "severity", "top1", "error"}``);
+    each cell's per-example outcomes go to ``examples`` as the set ``corruptions/<name>/<severity>``."""
     cfg: CorruptionEval = task.eval.corruptions
     cells = []
+
+    def cell(name: str, severity: int, ids: np.ndarray, correct: np.ndarray) -> None:
+        top1 = float(correct.mean())
+        cells.append({"corruption": name, "severity": severity, "top1": top1, "error": 1 - top1})
+        if examples is not None:
+            examples.add(f"{CORRUPTION_SETS}/{name}/{severity}", ids, correct=correct)
+
     if cfg.root is None:
         source = eval_images(task, test_set, cfg.images)  # test_set is already cut to --limit
+        ids = dataset_ids(limit_dataset(test_set, cfg.images))
         digest = images_sha256(source.images)
         entries = [(name, severity) for name in cfg.names for severity in cfg.severities]
         with CorruptionCache() as cache:
@@ -137,14 +149,17 @@ def evaluate_corruptions(model: MoEModel, task: ImageClassificationTask, test_se
                 distributed.check_peers()
             for name, severity in entries:
                 images = corrupted(name, severity, progress=distributed.is_main())
-                correct, total = _correct(model, _array_batches(source, images, task.eval.batch_size), ctx)
-                cells.append({"corruption": name, "severity": severity, "top1": correct / total, "error": 1 - correct / total})
+                cell(name, severity, ids, _correct(model, _array_batches(source, images, task.eval.batch_size), ctx))
     else:
         for name in cfg.names:
             for severity in progress(cfg.severities, desc=name, enabled=distributed.is_main()):
                 folder = _released_folder(cfg.root / name / str(severity), task, class_to_idx, ctx.limit)
-                correct, total = _correct(model, distributed.eval_loader(folder, task.eval.batch_size, device=ctx.device), ctx)
-                cells.append({"corruption": name, "severity": severity, "top1": correct / total, "error": 1 - correct / total})
+                cell(name, severity, dataset_ids(folder), _correct(model, distributed.eval_loader(folder, task.eval.batch_size, device=ctx.device), ctx))
+    if examples is not None:
+        for metric, names in (("corruption_error", [c for c in cfg.names if c in BENCHMARK_CORRUPTIONS]), ("corruption_error_all", cfg.names)):
+            if names:
+                sets = [f"{CORRUPTION_SETS}/{n}/{s}" for n in names for s in cfg.severities]
+                examples.metric(metric, sets, "correct", link="complement")
     return cells
 
 
@@ -187,9 +202,10 @@ def _model_classes(classes: list[str], class_to_idx: dict[str, int], folder) -> 
 
 
 def evaluate_natural_shift(model: MoEModel, folder, task: ImageClassificationTask, test_set: Dataset, ctx: RunContext,
-                           class_to_idx: dict[str, int] | None, prefix: str) -> dict[str, float]:
+                           class_to_idx: dict[str, int] | None, prefix: str, examples: PerExample | None = None) -> dict[str, float]:
     """ImageNet-A/-R: top-1 with the logits restricted to the set's classes, and the clean
-    top-1 on the same classes (the test images of those classes, logits restricted alike)."""
+    top-1 on the same classes (the test images of those classes, logits restricted alike);
+    the per-example outcomes go to ``examples`` as the sets ``<prefix>`` and ``<prefix>_clean``."""
     from torchvision import datasets
 
     from ..data.image_folder import image_transform
@@ -200,14 +216,20 @@ def evaluate_natural_shift(model: MoEModel, folder, task: ImageClassificationTas
     shifted = datasets.ImageFolder(str(folder), transform=image_transform(data.image_size, False, data.mean, data.std, data.channels))
     subset = _model_classes(shifted.classes, class_to_idx, folder)
     shifted = limit_dataset(shifted, ctx.limit)
-    correct, total = _correct(model, distributed.eval_loader(shifted, task.eval.batch_size, device=ctx.device), ctx, subset)
+    correct = _correct(model, distributed.eval_loader(shifted, task.eval.batch_size, device=ctx.device), ctx, subset)
     position = {index: i for i, index in enumerate(subset)}
     labels = dataset_labels(test_set)
     same_classes = [i for i, label in enumerate(labels) if int(label) in position]
     clean = Subset(test_set, same_classes)
     clean_batches = ((x, torch.tensor([position[int(t)] for t in y])) for x, y in distributed.eval_loader(clean, task.eval.batch_size, device=ctx.device))
-    clean_correct, clean_total = _correct(model, clean_batches, ctx, subset) if same_classes else (0, 0)
-    metrics = {f"{prefix}_top1": correct / total}
-    if clean_total:
-        metrics[f"{prefix}_clean_top1"] = clean_correct / clean_total
+    metrics = {f"{prefix}_top1": float(correct.mean())}
+    if examples is not None:
+        examples.add(prefix, dataset_ids(shifted), correct=correct)
+        examples.metric(f"{prefix}_top1", prefix, "correct")
+    if same_classes:
+        clean_correct = _correct(model, clean_batches, ctx, subset)
+        metrics[f"{prefix}_clean_top1"] = float(clean_correct.mean())
+        if examples is not None:
+            examples.add(f"{prefix}_clean", dataset_ids(clean), correct=clean_correct)
+            examples.metric(f"{prefix}_clean_top1", f"{prefix}_clean", "correct")
     return metrics

@@ -27,6 +27,7 @@ from ..suite.schema import MethodEntry, ModelEntry, TextClassificationTask
 from . import distributed
 from .base import RunContext, TaskResult
 from .diagnostics import EXAMPLES, mechanism_diagnostics
+from .examples import PerExample, dataset_ids
 from .training import classification_loss, seeded_model, to_device, train
 
 
@@ -80,23 +81,22 @@ def regression_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def predict(model, loader: DataLoader, device: torch.device, autocast_dtype, regression: bool, desc: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(predictions, labels, mean loss)`` over the whole loader."""
+def predict(model, loader: DataLoader, device: torch.device, autocast_dtype, regression: bool, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(predictions, labels, per-example losses)`` over the whole loader (cross-entropy, or squared error for a regression)."""
     model.eval()
-    predictions, labels, loss, count = [], [], 0.0, 0
+    predictions, labels, losses = [], [], []
     for inputs, targets in progress(loader, desc=desc, unit="batch", enabled=distributed.is_main()):
         inputs, targets = to_device(inputs, device), targets.to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs = model(**inputs).output.float()
         if regression:
-            loss += F.mse_loss(outputs.squeeze(-1), targets, reduction="sum").item()
+            losses.append(F.mse_loss(outputs.squeeze(-1), targets, reduction="none").cpu().numpy())
             predictions.append(outputs.squeeze(-1).cpu().numpy())
         else:
-            loss += F.cross_entropy(outputs, targets, reduction="sum").item()
+            losses.append(F.cross_entropy(outputs, targets, reduction="none").cpu().numpy())
             predictions.append(outputs.argmax(-1).cpu().numpy())
         labels.append(targets.cpu().numpy())
-        count += len(targets)
-    return np.concatenate(predictions), np.concatenate(labels), loss / count
+    return np.concatenate(predictions), np.concatenate(labels), np.concatenate(losses)
 
 
 def run_text_classification(task: TextClassificationTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
@@ -115,6 +115,7 @@ def run_text_classification(task: TextClassificationTask, model_entry: ModelEntr
     goals: dict[str, str] = {"loss": "min", "train_loss": "min"}
     cells = []
     diagnostics: dict[str, Any] = {}
+    examples = PerExample()
     for test in tests:
         dataset = limit_dataset(limit_dataset(test.dataset, task.data.test_examples), ctx.limit)
         if not diagnostics:  # on the first test set
@@ -122,15 +123,28 @@ def run_text_classification(task: TextClassificationTask, model_entry: ModelEntr
             inputs, _ = collate([dataset[i] for i in range(count)])
             diagnostics = mechanism_diagnostics(model, inputs, ctx, f"the first {count} examples of {test.name or 'the test set'}")
         loader = DataLoader(dataset, batch_size=task.eval.batch_size, shuffle=False, collate_fn=collate, **distributed.loader_options(ctx.device))
-        predictions, labels, loss = predict(model, loader, ctx.device, ctx.autocast_dtype, regression, desc=test.name or "test")
-        scores = {**glue_metrics(test.glue_task, predictions, labels), "loss": loss}
+        predictions, labels, losses = predict(model, loader, ctx.device, ctx.autocast_dtype, regression, desc=test.name or "test")
+        scores = {**glue_metrics(test.glue_task, predictions, labels), "loss": float(losses.astype(np.float64).mean())}
         prefix = f"{test.name}_" if test.name else ""
         metrics.update({prefix + k: v for k, v in scores.items()})
+        set_name = test.name or "test"
+        outcomes = {"prediction": predictions, "label": labels, "loss": losses}
+        if not regression:
+            outcomes["correct"] = (predictions == labels).astype(np.uint8)
+        examples.add(set_name, dataset_ids(dataset), **outcomes)
+        examples.metric(prefix + "loss", set_name, "loss")
+        if "accuracy" in scores:  # the GLUE metrics that are means of per-example outcomes
+            examples.metric(prefix + "accuracy", set_name, "correct")
         goals.update({prefix + k: GLUE_TASKS[test.glue_task].get(k, "min") for k in scores})
         cells.append({"test_set": test.name or "test", "glue_task": test.glue_task, "examples": len(dataset), **scores})
     if result.steps:
         metrics["train_loss"] = result.final_loss
     timings = {"train_s": result.train_s, "eval_s": time.perf_counter() - start, "step_s": result.step_s, "train_steps": result.steps}
     primary = next(iter(GLUE_TASKS[tests[0].glue_task]))
-    return TaskResult(metrics=metrics, goals=goals, primary=primary, cells={"test_sets": cells}, timings=timings, params=parameter_counts(model),
-                      diagnostics=diagnostics)
+    bounds = {k: next((b for name, b in GLUE_BOUNDS.items() if k == name or k.endswith("_" + name)), (0.0, None)) for k in metrics}
+    return TaskResult(metrics=metrics, goals=goals, primary=primary, cells={"test_sets": cells}, timings=timings,
+                      params=parameter_counts(model), bounds=bounds, examples=examples, diagnostics=diagnostics)
+
+
+# the GLUE metrics' ranges (by name, prefix stripped); losses from 0 up
+GLUE_BOUNDS = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "matthews_correlation": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)}

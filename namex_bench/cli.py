@@ -4,6 +4,7 @@
     namex-bench run SUITE [...]         run a suite (resumable), then write its report
     namex-bench report SUITE            regenerate a suite's leaderboards from its run records
     namex-bench list methods            every registered merging method
+    namex-bench list compression        every registered compression method
     namex-bench bench layers [...]      forward+backward time per method vs a dense FFN
     namex-bench bench nbs [...]         nash_bargaining vs the Nash-MTL reference (cvxpy/ECOS)
 """
@@ -28,10 +29,11 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 
     suite, path = load_suite(args.suite)
     runs = expand(suite)
-    pairs = sum(len(suite.task_models(t)) for t in suite.tasks)
+    pairs = sum(len(suite.task_models(t)) for t in suite.tasks if t.type != "compression")
+    compression = sum(1 for r in runs if r.task.type == "compression")
     print(
         f"{path}: OK — {len(suite.methods)} methods × {pairs} task/model pairs ({len(suite.tasks)} tasks, {len(suite.models)} models) × "
-        f"{len(suite.seeds)} seeds = {len(runs)} runs"
+        f"{len(suite.seeds)} seeds" + (f" + {compression} compression runs" if compression else "") + f" = {len(runs)} runs"
     )
 
 
@@ -103,6 +105,18 @@ def _cmd_list_methods(args: argparse.Namespace) -> None:
         if args.verbose:
             rows.append(["", "", "", (cls.__doc__ or "").strip()])
     print(tabulate(rows, headers=["method", "pooling", "base expert", "description"], tablefmt="github"))
+
+
+def _cmd_list_compression(args: argparse.Namespace) -> None:
+    from .compression.registry import available_compressors, compressor_options
+
+    rows = []
+    for name, cls in available_compressors().items():
+        options = ", ".join(f"{k}={v!r}" for k, v in compressor_options(name).items())
+        rows.append([name, cls.kind, options or "—", cls.description()])
+        if args.verbose:
+            rows.append(["", "", "", (cls.__doc__ or "").strip()])
+    print(tabulate(rows, headers=["compression method", "kind", "options", "description"], tablefmt="github"))
 
 
 def _print_rows(rows: list[dict], setup: str, json_path: str | None) -> None:
@@ -196,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     methods = list_what.add_parser("methods", help="every registered merging method, with a one-line description")
     methods.add_argument("-v", "--verbose", action="store_true", help="also print each method's options")
     methods.set_defaults(func=_cmd_list_methods)
+    compression = list_what.add_parser("compression", help="every registered compression method (one-shot expert pruning and merging)")
+    compression.add_argument("-v", "--verbose", action="store_true", help="also print each method's full description")
+    compression.set_defaults(func=_cmd_list_compression)
 
     bench = commands.add_parser("bench", help="speed benchmarks (ratios measured side by side in one process)")
     bench_what = bench.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -35,20 +35,20 @@ remote ``MoEGate``) is read through its ``weight`` and routed by the architectur
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..models.hf_moe import HFRouter, routing_from_config
+from ..models.hf_moe import HFRouter, block_router, find_moe_blocks, per_expert_names, read_expert_params, routing_from_config
 from ..moe.experts import ExpertParams
 
 #: Config fields that hold an architecture's number of routed experts (one or two of them, aliased).
 EXPERT_COUNT_FIELDS = ("num_experts", "num_local_experts", "n_routed_experts")
 #: Module attributes that hold the number of routed experts (routers, experts modules, blocks).
 _COUNT_ATTRIBUTES = ("num_experts", "num_local_experts", "n_routed_experts", "out_features")
-_PER_EXPERT_NAMES = (("gate_proj", "up_proj", "down_proj"), ("w1", "w3", "w2"))
 
 
 @dataclass(frozen=True)
@@ -64,19 +64,14 @@ class Routing:
 class SparseBlock:
     """One sparse MoE block of a model: its router and routed experts (module docstring)."""
 
-    def __init__(self, name: str, block: nn.Module, router_attr: str, config: Any):
-        self.name, self.block, self.router_attr, self.config = name, block, router_attr, config
+    def __init__(self, name: str, block: nn.Module, config: Any):
+        self.name, self.block, self.config = name, block, config
+        self.router_attr = next(attr for attr in ("gate", "router") if getattr(block, attr, None) is block_router(block))
         experts = block.experts
         if isinstance(experts, nn.ModuleList):
-            names = next((n for n in _PER_EXPERT_NAMES if all(hasattr(experts[0], p) for p in n)), None)
-            if names is None:
-                raise TypeError(f"{name}: per-expert MLPs {type(experts[0]).__name__} have neither gate_proj/up_proj/down_proj nor w1/w3/w2")
-            self.layout, self.linear_names = "per_expert", names
+            self.layout, self.linear_names = "per_expert", per_expert_names(experts)
         else:
-            if not all(isinstance(getattr(experts, n, None), Tensor) for n in ("gate_up_proj", "down_proj")):
-                raise TypeError(f"{name}: experts {type(experts).__name__} have no stacked gate_up_proj/down_proj tensors")
-            if not getattr(experts, "has_gate", True):
-                raise NotImplementedError(f"{name}: experts without a gate projection are not supported")
+            read_expert_params(experts)  # checks the layout
             self.layout = "transposed" if getattr(experts, "is_transposed", False) else "stacked"
             self.interleaved = not getattr(experts, "is_concatenated", True)
         self._legacy_router: HFRouter | None = None
@@ -146,31 +141,9 @@ class SparseBlock:
     # ------------------------------------------------------------------ canonical parameters
 
     def experts_params(self) -> ExpertParams:
-        """The routed experts as ``w_gate, w_up [N, I, H]``, ``w_down [N, H, I]`` (+ biases), detached."""
-        e = self.experts
-        if self.layout == "per_expert":
-            out = {}
-            for short, attr in zip(("gate", "up", "down"), self.linear_names):
-                linears = [getattr(m, attr) for m in e]
-                out["w_" + short] = torch.stack([lin.weight.detach() for lin in linears])
-                if linears[0].bias is not None:
-                    out["b_" + short] = torch.stack([lin.bias.detach() for lin in linears])
-            return out
-        gate_up, down = e.gate_up_proj.detach(), e.down_proj.detach()
-        gate_up_bias, down_bias = getattr(e, "gate_up_proj_bias", None), getattr(e, "down_proj_bias", None)
-        if self.layout == "transposed":
-            gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
-        if self.interleaved:
-            w_gate, w_up = gate_up[:, 0::2], gate_up[:, 1::2]
-        else:
-            w_gate, w_up = gate_up.chunk(2, dim=1)
-        out = {"w_gate": w_gate, "w_up": w_up, "w_down": down}
-        if gate_up_bias is not None:
-            b = gate_up_bias.detach()
-            out["b_gate"], out["b_up"] = (b[:, 0::2], b[:, 1::2]) if self.interleaved else b.chunk(2, dim=1)
-        if down_bias is not None:
-            out["b_down"] = down_bias.detach()
-        return out
+        """The routed experts as ``w_gate, w_up [N, I, H]``, ``w_down [N, H, I]`` (+ biases), detached
+        (:func:`~namex_bench.models.hf_moe.read_expert_params`)."""
+        return read_expert_params(self.experts)
 
     def router_params(self) -> dict[str, Tensor]:
         """Every parameter and buffer of the router with a leading expert axis, detached."""
@@ -179,6 +152,26 @@ class SparseBlock:
         return {name: t.detach() for name, t in tensors.items() if t.dim() >= 1 and t.shape[0] == n}
 
     # ------------------------------------------------------------------ rewriting
+
+    def check_routable(self, num_experts: int) -> None:
+        """``ValueError`` unless the architecture's router can route over ``num_experts`` experts
+        (e.g. DeepSeek-V3 scores a group by its two best experts, so every group needs two): a
+        copy of the router with that many rows routes one token."""
+        if num_experts < self.top_k:
+            raise ValueError(f"{self.name}: cannot keep {num_experts} experts, fewer than the {self.top_k} each token is routed to")
+        if isinstance(self.router, nn.Linear) or self.groups == 1:
+            return
+        probe = copy.deepcopy(self.router)
+        for name, value in self.router_params().items():
+            _replace(probe, name, value[:num_experts])
+        for attr in _COUNT_ATTRIBUTES:
+            if getattr(probe, attr, None) == self.num_experts:
+                setattr(probe, attr, num_experts)
+        try:
+            with torch.no_grad():
+                probe(torch.zeros(1, self.router.weight.shape[1], dtype=self.router.weight.dtype, device=self.router.weight.device))
+        except (RuntimeError, IndexError) as exc:
+            raise ValueError(f"{self.name}: its router cannot route over {num_experts} experts in {self.groups} groups ({exc})") from None
 
     def rewrite(self, experts: ExpertParams, router: dict[str, Tensor]) -> None:
         """Replace the routed experts and the router's rows by ``M`` new ones (canonical form,
@@ -194,7 +187,7 @@ class SparseBlock:
             template = e[0]
             modules = []
             for i in range(new):
-                module = _clone_module(template)
+                module = copy.deepcopy(template)
                 for short, attr in zip(("gate", "up", "down"), self.linear_names):
                     _set_linear(getattr(module, attr), experts["w_" + short][i], experts.get("b_" + short, [None] * new)[i])
                 modules.append(module)
@@ -231,12 +224,6 @@ def _replace(module: nn.Module, name: str, value: Tensor) -> None:
         module.register_buffer(name, value, persistent=name not in module._non_persistent_buffers_set)
 
 
-def _clone_module(module: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(module)
-
-
 def _set_linear(linear: nn.Linear, weight: Tensor, bias: Tensor | None) -> None:
     with torch.no_grad():
         linear.weight.copy_(weight)
@@ -245,21 +232,10 @@ def _set_linear(linear: nn.Linear, weight: Tensor, bias: Tensor | None) -> None:
 
 
 def find_sparse_blocks(model: nn.Module) -> list[SparseBlock]:
-    """Every sparse MoE block of ``model`` (a module with routed ``experts`` and a router
-    ``gate`` or ``router`` holding a ``weight [N, H]``), in order."""
+    """Every sparse MoE block of ``model`` (:func:`~namex_bench.models.hf_moe.find_moe_blocks`: a module
+    with routed ``experts`` and a router ``gate`` or ``router`` holding a ``weight [N, H]``), in order."""
     config = getattr(model, "config", None)
-    found = []
-    for name, module in model.named_modules():
-        experts = getattr(module, "experts", None)
-        if not isinstance(experts, nn.Module):
-            continue
-        for attr in ("gate", "router"):
-            router = getattr(module, attr, None)
-            weight = getattr(router, "weight", None) if isinstance(router, nn.Module) else None
-            if isinstance(weight, Tensor) and weight.dim() == 2:
-                found.append(SparseBlock(name, module, attr, config))
-                break
-    return found
+    return [SparseBlock(name, block, config) for name, block in find_moe_blocks(model)]
 
 
 def set_expert_count(config: Any, old: int, new: int) -> list[str]:
@@ -271,3 +247,15 @@ def set_expert_count(config: Any, old: int, new: int) -> list[str]:
     for field in changed:
         setattr(config, field, new)
     return changed
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """``total`` parameters, ``routed_experts`` (those of the routed experts), and
+    ``active_per_token``: everything but the routed experts, plus the ``top_k`` of them a token runs through."""
+    total = sum(p.numel() for p in model.parameters())
+    routed = inactive = 0
+    for block in find_sparse_blocks(model):
+        size = sum(p.numel() for p in block.experts.parameters())
+        routed += size
+        inactive += size - size // block.num_experts * block.top_k
+    return {"total": total, "routed_experts": routed, "active_per_token": total - inactive}

@@ -83,6 +83,13 @@ def layer_budgets(
     for b, m in zip(blocks, targets):
         if not b.top_k <= m <= b.num_experts:
             raise ValueError(f"{b.name}: cannot keep {m} of its {b.num_experts} experts (each token is routed to {b.top_k})")
+        if b.groups > 1:
+            if m % b.groups or b.topk_group * (m // b.groups) < b.top_k:
+                raise ValueError(
+                    f"{b.name}: {m} experts cannot be split over its {b.groups} expert groups "
+                    f"(a multiple of {b.groups}, with at least {b.top_k} in its {b.topk_group} best groups)"
+                )
+            b.check_routable(m)
     if layer_budget == "uniform":
         return targets
     if any(b.groups > 1 for b in blocks):
@@ -110,11 +117,6 @@ def compress_block(block: SparseBlock, stats: LayerCalibration, method: Compress
     if groups == 1:
         return method.compress(inputs, num_kept)
     size = block.num_experts // groups
-    if num_kept % groups or block.topk_group * (num_kept // groups) < block.top_k:
-        raise ValueError(
-            f"{block.name}: {num_kept} experts cannot be split over its {groups} expert groups "
-            f"(a multiple of {groups}, with at least {block.top_k} in its {block.topk_group} best groups)"
-        )
     plans = []
     for g in range(groups):
         members = list(range(g * size, (g + 1) * size))

@@ -4,7 +4,10 @@ An expert is an FFN. Two shapes are supported:
 
 * ``mlp`` — two matrices, ``FFN(x) = W_out · act(W_in x + b_in) + b_out`` (GELU by default);
 * ``glu`` — three matrices, ``FFN(x) = W_down · (act(W_gate x + b_gate) ⊙ (W_up x + b_up)) + b_down``
-  (SiLU by default, i.e. SwiGLU).
+  (SiLU by default, i.e. SwiGLU);
+* ``clamped_glu`` — gpt-oss's gated unit, the ``glu`` matrices with ``g = min(W_gate x + b_gate, L)``,
+  ``u = clip(W_up x + b_up, −L, L)`` and ``FFN(x) = W_down · (g σ(α g) ⊙ (u + 1)) + b_down``
+  (``α = alpha``, ``L = limit``; ``activation`` is not used).
 
 Weights follow ``torch.nn.Linear``: a matrix is ``[out, in]``. A set of experts is an
 :data:`ExpertParams` — a ``dict`` from parameter name to a tensor whose leading axes
@@ -38,13 +41,15 @@ class ExpertSpec:
 
     d_model: int
     d_hidden: int
-    kind: Literal["mlp", "glu"] = "mlp"
+    kind: Literal["mlp", "glu", "clamped_glu"] = "mlp"
     activation: str = "gelu"
     bias: bool = True
+    alpha: float = 1.702  # clamped_glu only
+    limit: float = 7.0  # clamped_glu only
 
     def __post_init__(self) -> None:
-        if self.kind not in ("mlp", "glu"):
-            raise ValueError(f"expert kind must be 'mlp' or 'glu', got {self.kind!r}")
+        if self.kind not in ("mlp", "glu", "clamped_glu"):
+            raise ValueError(f"expert kind must be 'mlp', 'glu' or 'clamped_glu', got {self.kind!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {self.activation!r}; known: {', '.join(sorted(ACTIVATIONS))}"
@@ -125,6 +130,14 @@ def check_params(spec: ExpertSpec, params: ExpertParams, leading: int, what: str
             raise ValueError(f"{what}: parameter {name!r} has shape {got}, expected (*{leading} axes, {', '.join(map(str, shape))})")
 
 
+def gated(gate: Tensor, up: Tensor, spec: ExpertSpec) -> Tensor:
+    """The hidden activation of a ``glu`` expert, ``act(gate) ⊙ up``, or of a ``clamped_glu`` one."""
+    if spec.kind == "clamped_glu":
+        gate, up = gate.clamp(max=spec.limit), up.clamp(-spec.limit, spec.limit)
+        return gate * torch.sigmoid(spec.alpha * gate) * (up + 1)
+    return ACTIVATIONS[spec.activation](gate) * up
+
+
 def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     """Apply one FFN per group: ``x [G, L, d]`` with ``params [G, ...]`` → ``[G, L, d]``.
 
@@ -148,7 +161,7 @@ def ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
     x_t = x.transpose(1, 2)
     if spec.kind == "mlp":
         return linear_t(act(linear_t(x_t, "_in")), "_out").transpose(1, 2)
-    return linear_t(act(linear_t(x_t, "_gate")) * linear_t(x_t, "_up"), "_down").transpose(1, 2)
+    return linear_t(gated(linear_t(x_t, "_gate"), linear_t(x_t, "_up"), spec), "_down").transpose(1, 2)
 
 
 def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
@@ -160,7 +173,7 @@ def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
 
     if spec.kind == "mlp":
         return linear(act(linear(x, "_in")), "_out")
-    return linear(act(linear(x, "_gate")) * linear(x, "_up"), "_down")
+    return linear(gated(linear(x, "_gate"), linear(x, "_up"), spec), "_down")
 
 
 def weighted_sum(weights: Tensor, params: ExpertParams, offset: ExpertParams | None = None) -> ExpertParams:

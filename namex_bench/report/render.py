@@ -230,8 +230,11 @@ def render_leaderboard_markdown(
         "regenerate it from the records rather than editing it.",
         "",
     ]
+    from .compression_plot import compression_markdown
+
     body = [
         section_markdown(s, plots_dir, robustness_table(records, s.task, s.model, reference) if s.leaderboard else None)
+        + compression_markdown(records, s.task, s.model, plots_dir)
         for s in sections(records, reference)
     ]
     return "\n".join(head + body).rstrip("\n") + "\n"

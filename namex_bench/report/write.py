@@ -16,6 +16,8 @@ and, for a task/model whose records have corruption cells (``cells["corruptions"
     results/<suite>/plots/<task>__<model>__severity.png       error by severity, a panel per corruption
     results/<suite>/plots/<task>__<model>__mce.png            mean CE, mean ± 95% CI
 
+and, for a compression task, ``plots/<task>__<model>__compression.png`` (score against experts kept).
+
 Every file is a function of the records alone, written atomically, and only when its
 bytes change: regenerating an unchanged report rewrites nothing and keeps the mtimes.
 The paired files are absent for a task/model without a reference to compare against;
@@ -27,6 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..runner.records import read_records, runs_dir, write_bytes_atomic
+from .compression_plot import compression_png
 from .leaderboard import sections
 from .plots import mean_ce_png, primary_metric_png, severity_png
 from .render import (
@@ -93,6 +96,8 @@ def report_files(records: list, reference: str | None = None, *, plots: bool = T
             add(f"tables/{stem}__paired.tex", paired_latex(paired).encode())
         if plots:
             add(f"plots/{stem}.png", primary_metric_png(board, paired.reference if paired else None))
+        if plots and (png := compression_png(records, section.task, section.model)) is not None:
+            add(f"plots/{stem}__compression.png", png)
         rob = robustness_table(records, section.task, section.model, reference)
         if rob is not None:
             add(f"tables/{stem}__robustness.csv", robustness_csv(rob).encode())

@@ -44,7 +44,7 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext) -> dict:
         "suite": suite.name,
         "name": run.name,
         "config": run.config,
-        "reference": suite.reference,
+        "reference": run.reference,
         "environment": describe_environment(ctx.device, distributed.world_size()),
     }
     start = time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Any
 from ..methods.registry import get_method
 from ..models.registry import get_builder
 from ..runner.records import run_key
-from .schema import MethodEntry, ModelEntry, Suite
+from .schema import CompressionRun, CompressionTask, MethodEntry, ModelEntry, Suite
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,11 @@ class RunSpec:
     name: str
     key: str
     config: dict[str, Any]
-    method: MethodEntry
+    method: MethodEntry | CompressionRun  # a compression task's run: its compressor and budget
     model: ModelEntry
     task: Any
     seed: int
+    reference: str | None = None  # the label paired comparisons of this run's table are against
 
 
 def resolved_options(method: MethodEntry) -> dict[str, Any]:
@@ -45,12 +46,35 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "task": task}
 
 
+def compression_runs(task: CompressionTask, model: ModelEntry, params: dict[str, Any], seeds: list[int], limit: int | None) -> list[RunSpec]:
+    """A compression task's runs on one model: (uncompressed, then compressor × budget) × seeds.
+    The method slot of a run's config is its compressor (``uncompressed``: none), ``budget`` its budget."""
+    from ..compression.registry import compressor_options
+
+    reference = "uncompressed" if task.uncompressed else None
+    task_config = task.model_dump(mode="json", exclude={"models", *CompressionTask.RUN_FIELDS})
+    runs = []
+    for run in task.runs():
+        entry = run.compressor
+        method = {"label": run.display, "name": entry.name if entry else "uncompressed", "options": compressor_options(entry.name, entry.options) if entry else {}}
+        for seed in seeds:
+            config = {"method": method, "budget": run.budget, "model": {"name": model.name, "builder": model.builder, "params": params},
+                      "task": task_config, "seed": seed, "limit": limit}
+            name = f"{run.display}/{model.name}/{task.name}/seed{seed}"
+            runs.append(RunSpec(name, run_key(identity(config)), config, run, model, task, seed, reference))
+    return runs
+
+
 def expand(suite: Suite, limit: int | None = None) -> list[RunSpec]:
-    """Every run of the suite, in the order tasks × (the task's) models × methods × seeds."""
+    """Every run of the suite, in the order tasks × (the task's) models × methods × seeds
+    (a compression task: × its compressors and budgets instead of the merging methods)."""
     runs = []
     for task in suite.tasks:
         for model in suite.task_models(task):
             params = get_builder(model.builder).validate(model.params).model_dump(mode="json")
+            if isinstance(task, CompressionTask):
+                runs += compression_runs(task, model, params, suite.seeds, limit)
+                continue
             for method in suite.methods:
                 for seed in suite.seeds:
                     config = {
@@ -61,7 +85,7 @@ def expand(suite: Suite, limit: int | None = None) -> list[RunSpec]:
                         "limit": limit,
                     }
                     name = f"{method.display}/{model.name}/{task.name}/seed{seed}"
-                    runs.append(RunSpec(name, run_key(identity(config)), config, method, model, task, seed))
+                    runs.append(RunSpec(name, run_key(identity(config)), config, method, model, task, seed, suite.reference))
     return runs
 
 

@@ -7,6 +7,7 @@
     namex-bench list compression        every registered compression method
     namex-bench bench layers [...]      forward+backward time per method vs a dense FFN
     namex-bench bench nbs [...]         nash_bargaining vs the Nash-MTL reference (cvxpy/ECOS)
+    namex-bench bench calibration [...] tokens/s and peak memory of the compression calibration pass
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ def _cmd_validate(args: argparse.Namespace) -> None:
     runs = expand(suite)
     pairs = sum(len(suite.task_models(t)) for t in suite.tasks if t.type != "compression")
     compression = sum(1 for r in runs if r.task.type == "compression")
-    print(
-        f"{path}: OK — {len(suite.methods)} methods × {pairs} task/model pairs ({len(suite.tasks)} tasks, {len(suite.models)} models) × "
-        f"{len(suite.seeds)} seeds" + (f" + {compression} compression runs" if compression else "") + f" = {len(runs)} runs"
-    )
+    parts = [f"{len(suite.methods)} methods × {pairs} task/model pairs ({len(suite.tasks)} tasks, {len(suite.models)} models) × {len(suite.seeds)} seeds"] if pairs else []
+    parts += [f"{compression} compression runs"] if compression else []
+    print(f"{path}: OK — {' + '.join(parts)} = {len(runs)} runs")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -172,6 +172,18 @@ def _cmd_bench_corruptions(args: argparse.Namespace) -> None:
     _print_rows(rows, setup, args.json)
 
 
+def _cmd_bench_calibration(args: argparse.Namespace) -> None:
+    import torch
+
+    from .bench.calibration import CalibrationBenchConfig, run_calibration_bench
+    from .device import resolve_device
+
+    cfg = CalibrationBenchConfig(layers=args.layers, samples=args.samples, seq_len=args.seq_len, batch_size=args.batch_size,
+                                 output_tokens=args.output_tokens, chunk_rows=args.chunk_rows, repeats=args.repeats)
+    rows, setup = run_calibration_bench(cfg, resolve_device(args.device), getattr(torch, args.dtype))
+    _print_rows(rows, setup, args.json)
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -239,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     nbs.add_argument("--device", default="auto", help="where nash_bargaining runs (the reference is CPU-only)")
     nbs.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     nbs.set_defaults(func=_cmd_bench_nbs)
+
+    calibration = bench_what.add_parser("calibration", help="tokens/s and peak memory of the compression calibration pass on a Qwen1.5-MoE-A2.7B-shaped stand-in")
+    calibration.add_argument("--layers", type=_positive, default=1, help="decoder layers of the stand-in (default 1)")
+    calibration.add_argument("--samples", type=_positive, default=4, help="calibration windows (default 4)")
+    calibration.add_argument("--seq-len", type=_positive, default=512, help="tokens per window (default 512)")
+    calibration.add_argument("--batch-size", type=_positive, default=2, help="windows per forward pass (default 2)")
+    calibration.add_argument("--output-tokens", type=_positive, default=512, help="tokens per batch every expert runs on (default 512)")
+    calibration.add_argument("--chunk-rows", type=_positive, default=8192, help="expert-output rows at a time (default 8192)")
+    calibration.add_argument("--repeats", type=_positive, default=3, help="interleaved timing rounds (default 3)")
+    calibration.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the stand-in's dtype (default float32)")
+    calibration.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, ...")
+    calibration.add_argument("--json", metavar="PATH", help="also write the table as JSON")
+    calibration.set_defaults(func=_cmd_bench_calibration)
 
     corruptions = bench_what.add_parser("corruptions", help="images/s per corruption: the serial imagecorruptions reference vs the engine on all cores")
     corruptions.add_argument("--size", type=_positive, default=224, help="image side (default 224)")

@@ -9,27 +9,16 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 
 from namex_bench.cli import main
+
+from test_language_suites import records, stand_in
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
 TINY_MIXTRAL = {"model_type": "mixtral", **TINY, "intermediate_size": 16, "num_local_experts": 8, "num_experts_per_tok": 2}
 TINY_QWEN3 = {"model_type": "qwen3_moe", **TINY, "head_dim": 8, "intermediate_size": 64, "moe_intermediate_size": 16,
               "num_experts": 8, "num_experts_per_tok": 2}
-
-
-def records(results: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(results.rglob("runs/*.json"))]
-
-
-def write_suite(tmp_path: Path, name: str, edit) -> Path:
-    suite = yaml.safe_load((SUITES / f"{name}.yaml").read_text())
-    edit(suite)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(suite, sort_keys=False))
-    return path
 
 
 def test_compress_llm_validates(capsys):
@@ -62,13 +51,13 @@ def test_compression_runs_are_content_addressed():
 
 @pytest.mark.parametrize("edit,field,words", [
     (lambda t: t["compressors"].append({"name": "magic_prune"}), "tasks[0].compressors[5].name", ["unknown compression method 'magic_prune'", "reap_prune"]),
-    (lambda t: t["compressors"].__setitem__(0, {"name": "hcsmoe_merge", "options": {"linkage": "median"}}), "tasks[0].compressors[0].options", ["linkage"]),
+    (lambda t: t["compressors"].__setitem__(0, {"name": "hcsmoe_merge", "label": "hc", "options": {"linkage": "median"}}), "tasks[0].compressors[0].options", ["linkage"]),
     (lambda t: t.update(experts=[4]), "tasks[0]", ["exactly one of experts"]),
     (lambda t: t["eval"]["lm_eval"].update(source="offline"), "tasks[0]", ["boolq", "no offline data"]),
     (lambda t: t["compressors"].append({"name": "reap_prune"}), "tasks[0]", ["unique", "reap_prune"]),
 ])
 def test_bad_compression_tasks_are_one_clean_error(tmp_path, capsys, edit, field, words):
-    path = write_suite(tmp_path, "compress_llm", lambda s: edit(s["tasks"][0]))
+    path = stand_in("compress_llm", tmp_path, lambda s: edit(s["tasks"][0]))
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert field in err and all(w in err for w in words) and "Traceback" not in err, err
@@ -78,7 +67,7 @@ def test_a_compression_task_needs_a_transformers_moe_llm(tmp_path, capsys):
     def edit(suite):
         suite["models"].append({"name": "gpt", "builder": "gpt_moe", "params": {"n_layer": 1, "n_embd": 32, "n_head": 2}})
 
-    assert main(["validate", str(write_suite(tmp_path, "compress_llm", edit))]) == 2
+    assert main(["validate", str(stand_in("compress_llm", tmp_path, edit))]) == 2
     err = capsys.readouterr().err
     assert "tasks[0].type" in err and "'gpt' is built by gpt_moe" in err
 
@@ -113,7 +102,7 @@ def test_compress_llm_dry_runs_on_tiny_stand_ins(tmp_path, hf_offline):
         task["eval"]["perplexity"].update(wikitext_path=str(wikitext), context=64)
         task["eval"]["lm_eval"].update(source="offline", tasks=["arc_easy"], batch_size=4)
 
-    path = write_suite(tmp_path, "compress_llm", edit)
+    path = stand_in("compress_llm", tmp_path, edit)
     assert main(["run", str(path), "--limit", "2", "--results", str(tmp_path / "results")]) == 0
     done = {r["config"]["method"]["label"]: r for r in records(tmp_path / "results")}
     assert sorted(done) == ["hcsmoe_merge@-25%", "hcsmoe_merge@-50%", "reap_prune@-25%", "reap_prune@-50%", "uncompressed"]
@@ -142,7 +131,7 @@ def test_the_quickstart_compression_family_runs(tmp_path, monkeypatch):
         suite["tasks"] = [t for t in suite["tasks"] if t["type"] == "compression"]
         suite["models"] = [m for m in suite["models"] if m["name"] == "moe_lm_tiny"]
 
-    path = write_suite(tmp_path, "quickstart", edit)
+    path = stand_in("quickstart", tmp_path, edit)
     assert main(["run", str(path), "--limit", "4", "--results", str(tmp_path / "results")]) == 0
     done = {r["config"]["method"]["label"]: r for r in records(tmp_path / "results")}
     assert sorted(done) == sorted(["uncompressed", *(f"{m}@4" for m in ("frequency_prune", "reap_prune", "msmoe_merge", "hcsmoe_merge", "nash_merge"))])

@@ -10,6 +10,7 @@ of the report (same bytes for the same records: see ``plots.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,7 +47,8 @@ def compression_points(records: Iterable[Mapping[str, Any]], task: str, model: s
     points: dict[str, list[tuple[float, float, float]]] = {}
     for (method, kept), vals in sorted(values.items()):
         s = summarise(vals)
-        points.setdefault(method, []).append((kept, s.mean, 0.0 if s.ci95 != s.ci95 else s.ci95))
+        ci = s.ci95 if s.ci95 is not None and math.isfinite(s.ci95) else 0.0  # one seed: no interval
+        points.setdefault(method, []).append((kept, s.mean, ci))
     return primary, points
 
 

@@ -311,43 +311,38 @@ LMEvalTaskName = Literal["mmlu", "arc_easy", "arc_challenge", "boolq", "hellaswa
 OFFLINE_LM_EVAL_TASKS = ("mmlu", "arc_easy", "arc_challenge")
 
 
-def _offline_tasks_only(tasks: list[str], source: str) -> None:
-    hub_only = [t for t in tasks if t not in OFFLINE_LM_EVAL_TASKS]
-    if source == "offline" and hub_only:
-        raise ValueError(f"tasks {', '.join(hub_only)} have no offline data (offline: {', '.join(OFFLINE_LM_EVAL_TASKS)}); use source: hub")
+
+class LMEvalScoring(Strict):
+    """lm-eval's ``tasks`` (zero-shot unless ``num_fewshot``), from the hub or offline (MMLU/ARC);
+    ``limit``: examples per task (per MMLU subject)."""
+
+    tasks: list[LMEvalTaskName] = Field(min_length=1)
+    source: Literal["hub", "offline"] = "hub"
+    limit: PositiveInt | None = None
+    num_fewshot: NonNegativeInt | None = None
+    batch_size: PositiveInt = 8
+
+    @model_validator(mode="after")
+    def _offline_data(self) -> "LMEvalScoring":
+        hub_only = [t for t in self.tasks if t not in OFFLINE_LM_EVAL_TASKS]
+        if self.source == "offline" and hub_only:
+            raise ValueError(f"tasks {', '.join(hub_only)} have no offline data (offline: {', '.join(OFFLINE_LM_EVAL_TASKS)}); use source: hub")
+        return self
 
 
-class LMEvalTask(TaskBase):
+class LMEvalTask(TaskBase, LMEvalScoring):
     """Score a causal LM with lm-eval's own tasks (``source: hub``) or the same tasks on the
     offline copies of their data (``source: offline``); ``finetune`` trains it as an LM first."""
 
     type: Literal["lm_eval"]
-    tasks: list[LMEvalTaskName] = Field(min_length=1)
-    source: Literal["hub", "offline"] = "hub"
-    limit: PositiveInt | None = None  # lm-eval's limit: examples per task (per MMLU subject)
-    num_fewshot: NonNegativeInt | None = None
-    batch_size: PositiveInt = 8
     finetune: LMTraining | None = None
-
-    @model_validator(mode="after")
-    def _offline_data(self) -> "LMEvalTask":
-        _offline_tasks_only(self.tasks, self.source)
-        return self
 
 
 # --------------------------------------------------------------------------- compression
 
 
-class CompressorEntry(Strict):
+class CompressorEntry(MethodEntry):
     """A compression method (``namex-bench list compression``) and its options; ``label`` names it in tables."""
-
-    name: str
-    label: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
 
 
 class CalibrationData(Strict):
@@ -389,22 +384,6 @@ class FixedLengthPerplexity(Strict):
     def _wikitext_copy(self) -> "FixedLengthPerplexity":
         if self.wikitext_path is not None and not self.wikitext_path.is_dir():
             raise ValueError(f"wikitext_path: directory {self.wikitext_path} does not exist")
-        return self
-
-
-class LMEvalScoring(Strict):
-    """lm-eval's ``tasks`` (zero-shot unless ``num_fewshot``), from the hub or offline (MMLU/ARC);
-    ``limit``: examples per task (per MMLU subject)."""
-
-    tasks: list[LMEvalTaskName] = Field(min_length=1)
-    source: Literal["hub", "offline"] = "hub"
-    limit: PositiveInt | None = None
-    num_fewshot: NonNegativeInt | None = None
-    batch_size: PositiveInt = 8
-
-    @model_validator(mode="after")
-    def _offline_data(self) -> "LMEvalScoring":
-        _offline_tasks_only(self.tasks, self.source)
         return self
 
 

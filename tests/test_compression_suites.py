@@ -144,3 +144,12 @@ def test_the_quickstart_compression_family_runs(tmp_path, monkeypatch):
             assert r["metrics"]["shakespeare_ppl"] != base["shakespeare_ppl"]
             assert [layer["experts_after"] for layer in r["cells"]["compression"]] == [4, 4, 4, 4]
     assert len({round(r["metrics"]["shakespeare_ppl"], 6) for r in done.values()}) == len(done)  # every method gives its own model
+
+
+def test_the_compression_papers_zero_shot_tasks_are_lm_eval_hub_tasks():
+    from namex_bench.lmeval.tasks import check_task_names
+
+    tasks = ["arc_challenge", "arc_easy", "boolq", "hellaswag", "mmlu", "openbookqa", "rte", "winogrande"]
+    assert check_task_names(tasks, "hub") == tasks
+    with pytest.raises(ValueError, match="'hellaswag' offline: they have no offline data"):
+        check_task_names(["arc_easy", "hellaswag"], "offline")

@@ -6,9 +6,11 @@
     namex-bench report SUITE            regenerate a suite's leaderboards from its run records
     namex-bench verify SUITE            rerun the cheapest record of each task family and compare its metrics
     namex-bench list methods            every registered merging method
+    namex-bench list compression        every registered compression method
     namex-bench bench layers [...]      forward+backward time per method vs a dense FFN
     namex-bench bench nbs [...]         nash_bargaining vs the Nash-MTL reference (cvxpy/ECOS)
     namex-bench selfcheck [--device D]  the first thing to run on a new machine: a pass/fail table
+    namex-bench bench calibration [...] tokens/s and peak memory of the compression calibration pass
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ def _cmd_validate(args: argparse.Namespace) -> None:
     with without_data_checks() if args.no_data else contextlib.nullcontext():
         runs = expand(suite, precision=precision)
         paths = data_paths(suite)
-    pairs = sum(len(suite.task_models(t)) for t in suite.tasks)
-    print(
-        f"{path}: OK{' (data not checked)' if args.no_data else ''} — {len(suite.methods)} methods × {pairs} task/model pairs "
-        f"({len(suite.tasks)} tasks, {len(suite.models)} models) × {len(suite.seeds)} seeds = {len(runs)} runs; {here}"
-    )
+    pairs = sum(len(suite.task_models(t)) for t in suite.tasks if t.type != "compression")
+    compression = sum(1 for r in runs if r.task.type == "compression")
+    parts = [f"{len(suite.methods)} methods × {pairs} task/model pairs ({len(suite.tasks)} tasks, {len(suite.models)} models) × {len(suite.seeds)} seeds"] if pairs else []
+    parts += [f"{compression} compression runs"] if compression else []
+    print(f"{path}: OK{' (data not checked)' if args.no_data else ''} — {' + '.join(parts)} = {len(runs)} runs; {here}")
     variables = environment_variables(read_suite_data(args.suite)[0])
     if variables:
         print("environment variables it reads:")
@@ -283,6 +285,18 @@ def _cmd_list_methods(args: argparse.Namespace) -> None:
     print("\nevery method\n------------\n" + routing_doc[routing_doc.index("Routing options") :])
 
 
+def _cmd_list_compression(args: argparse.Namespace) -> None:
+    from .compression.registry import available_compressors, compressor_options
+
+    rows = []
+    for name, cls in available_compressors().items():
+        options = ", ".join(f"{k}={v!r}" for k, v in compressor_options(name).items())
+        rows.append([name, cls.kind, options or "—", cls.description()])
+        if args.verbose:
+            rows.append(["", "", "", (cls.__doc__ or "").strip()])
+    print(tabulate(rows, headers=["compression method", "kind", "options", "description"], tablefmt="github"))
+
+
 def _print_rows(rows: list[dict], setup: str, json_path: str | None) -> None:
     print(setup)
     print(tabulate(rows, headers="keys", tablefmt="github"))
@@ -360,6 +374,18 @@ def _cmd_selfcheck(args: argparse.Namespace) -> int:
     print(f"selfcheck on {device}: {len(checks) - failed - skipped} passed, {failed} failed, {skipped} skipped "
           f"in {sum(c.seconds for c in checks) / 60:.1f} min")
     return 1 if failed else 0
+
+
+def _cmd_bench_calibration(args: argparse.Namespace) -> None:
+    import torch
+
+    from .bench.calibration import CalibrationBenchConfig, run_calibration_bench
+    from .device import resolve_device
+
+    cfg = CalibrationBenchConfig(layers=args.layers, samples=args.samples, seq_len=args.seq_len, batch_size=args.batch_size,
+                                 output_tokens=args.output_tokens, chunk_rows=args.chunk_rows, repeats=args.repeats)
+    rows, setup = run_calibration_bench(cfg, resolve_device(args.device), getattr(torch, args.dtype))
+    _print_rows(rows, setup, args.json)
 
 
 def _positive(value: str) -> int:
@@ -488,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("-v", "--verbose", action="store_true", help="also print each method's documentation, options (with defaults) and presets")
     methods.add_argument("--plugins", nargs="+", metavar="MODULE", help="import these modules first, so that their methods register")
     methods.set_defaults(func=_cmd_list_methods)
+    compression = list_what.add_parser("compression", help="every registered compression method (one-shot expert pruning and merging)")
+    compression.add_argument("-v", "--verbose", action="store_true", help="also print each method's full description")
+    compression.set_defaults(func=_cmd_list_compression)
 
     bench = commands.add_parser("bench", help="speed benchmarks (ratios measured side by side in one process)")
     bench_what = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -515,6 +544,19 @@ def build_parser() -> argparse.ArgumentParser:
     nbs.add_argument("--compile", action="store_true", help="also time torch.compile(nash_bargaining) (a CUDA graph on GPUs), one problem per call and batched")
     nbs.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     nbs.set_defaults(func=_cmd_bench_nbs)
+
+    calibration = bench_what.add_parser("calibration", help="tokens/s and peak memory of the compression calibration pass on a Qwen1.5-MoE-A2.7B-shaped stand-in")
+    calibration.add_argument("--layers", type=_positive, default=1, help="decoder layers of the stand-in (default 1)")
+    calibration.add_argument("--samples", type=_positive, default=4, help="calibration windows (default 4)")
+    calibration.add_argument("--seq-len", type=_positive, default=512, help="tokens per window (default 512)")
+    calibration.add_argument("--batch-size", type=_positive, default=2, help="windows per forward pass (default 2)")
+    calibration.add_argument("--output-tokens", type=_positive, default=512, help="tokens per batch every expert runs on (default 512)")
+    calibration.add_argument("--chunk-rows", type=_positive, default=8192, help="expert-output rows at a time (default 8192)")
+    calibration.add_argument("--repeats", type=_positive, default=3, help="interleaved timing rounds (default 3)")
+    calibration.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the stand-in's dtype (default float32)")
+    calibration.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, ...")
+    calibration.add_argument("--json", metavar="PATH", help="also write the table as JSON")
+    calibration.set_defaults(func=_cmd_bench_calibration)
 
     corruptions = bench_what.add_parser("corruptions", help="images/s per corruption: the serial imagecorruptions reference vs the engine on all cores")
     corruptions.add_argument("--size", type=_positive, default=224, help="image side (default 224)")

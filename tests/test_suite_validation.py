@@ -206,8 +206,13 @@ def test_python_tags_are_rejected_and_nothing_runs(tmp_path, capsys):
 def test_quickstart_suite_is_valid(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     spec = yaml.safe_load((REPO / "suites" / "quickstart.yaml").read_text())
-    pairs = sum(len(task.get("models") or spec["models"]) for task in spec["tasks"])  # each task runs on its models
+    trained = [t for t in spec["tasks"] if t["type"] != "compression"]
+    pairs = sum(len(task.get("models") or spec["models"]) for task in trained)  # each task runs on its models
     runs = len(spec["methods"]) * pairs * len(spec["seeds"])
+    for task in spec["tasks"]:
+        if task["type"] == "compression":  # the uncompressed model, then every compressor at every budget
+            variants = 1 + len(task["compressors"]) * len(task.get("experts") or task.get("removed"))
+            runs += variants * len(task.get("models") or spec["models"]) * len(spec["seeds"])
     for name in ("suites/quickstart.yaml", "quickstart"):
         code, out, err = validate(name, capsys)
         assert code == 0, err

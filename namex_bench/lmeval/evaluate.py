@@ -181,7 +181,7 @@ def evaluate_lm_eval(
     """
     if source not in SOURCES:
         raise ValueError(f"unknown lm-eval task source {source!r}; choose one of {', '.join(SOURCES)}")
-    names = check_task_names(tasks)
+    names = check_task_names(tasks, source)
     import lm_eval
 
     from .offline import hub_offline

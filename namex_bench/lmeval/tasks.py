@@ -3,7 +3,9 @@
 The user-facing names are lm-eval's own: ``mmlu`` (the group of 57 subjects, its
 ``acc`` aggregated over subjects weighted by size), ``arc_easy`` and ``arc_challenge``.
 Any group or subject inside ``mmlu`` (``mmlu_stem``, ``mmlu_anatomy``, …) is accepted
-too, which keeps small runs small.
+too, which keeps small runs small. From the hub only, the other zero-shot tasks the
+expert-compression papers report (:data:`HUB_ONLY_TASKS`): ``boolq``, ``hellaswag``,
+``openbookqa``, ``rte`` and ``winogrande``.
 
 ``source`` chooses, explicitly, where the tasks come from — there is no fallback
 from one to the other:
@@ -27,12 +29,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-#: The headline task names (lm-eval's).
+#: The headline task names (lm-eval's), from the hub or offline.
 TASKS = ("mmlu", "arc_easy", "arc_challenge")
+#: lm-eval tasks namex_bench runs from the hub only (no offline copy of their data).
+HUB_ONLY_TASKS = ("boolq", "hellaswag", "openbookqa", "rte", "winogrande")
 #: Where the tasks come from: lm-eval's configs with hub data, or with the offline archive's.
 SOURCES = ("hub", "offline")
-#: lm-eval's task folders (relative to ``lm_eval/tasks``) that define :data:`TASKS`.
-LM_EVAL_TASK_DIRS = ("mmlu/default", "arc")
+#: lm-eval's task folders (relative to ``lm_eval/tasks``) that define :data:`TASKS` and :data:`HUB_ONLY_TASKS`.
+LM_EVAL_TASK_DIRS = ("mmlu/default", "arc", "super_glue/boolq", "hellaswag", "openbookqa", "glue/rte", "winogrande")
 
 
 def lm_eval_task_dirs() -> list[Path]:
@@ -53,7 +57,7 @@ def hub_task_manager():
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=[str(d) for d in lm_eval_task_dirs()], include_defaults=False)
-    absent = [t for t in TASKS if t not in manager.all_tasks]
+    absent = [t for t in (*TASKS, *HUB_ONLY_TASKS) if t not in manager.all_tasks]
     if absent:
         raise RuntimeError(f"lm-eval's task folders {LM_EVAL_TASK_DIRS} do not define {', '.join(absent)}")
     return manager
@@ -86,25 +90,29 @@ def task_closure(manager, names: list[str] | tuple[str, ...] = TASKS) -> dict[st
     return found
 
 
-@lru_cache(maxsize=1)
-def known_task_names() -> frozenset[str]:
-    """Every name :func:`check_task_names` accepts: :data:`TASKS` and the groups, tags and
-    subjects inside them."""
-    return frozenset(task_closure(hub_task_manager()))
+@lru_cache(maxsize=2)
+def known_task_names(source: str = "offline") -> frozenset[str]:
+    """Every name :func:`check_task_names` accepts for ``source``: :data:`TASKS` (and, from the
+    hub, :data:`HUB_ONLY_TASKS`) and the groups, tags and subjects inside them."""
+    return frozenset(task_closure(hub_task_manager(), TASKS if source == "offline" else (*TASKS, *HUB_ONLY_TASKS)))
 
 
-def check_task_names(tasks: list[str] | tuple[str, ...]) -> list[str]:
-    """``tasks`` without duplicates (order kept); ``ValueError`` for an unknown or empty list."""
+def check_task_names(tasks: list[str] | tuple[str, ...], source: str = "offline") -> list[str]:
+    """``tasks`` without duplicates (order kept); ``ValueError`` for an empty list or a task
+    unknown to ``source`` (``"offline"`` knows only :data:`TASKS`)."""
     if isinstance(tasks, str):
         tasks = [tasks]
     names = list(dict.fromkeys(tasks))
+    known = (*TASKS, *HUB_ONLY_TASKS) if source == "hub" else TASKS
     if not names:
-        raise ValueError(f"no lm-eval task given; known tasks: {', '.join(TASKS)}")
-    unknown = [t for t in names if t not in known_task_names()]
+        raise ValueError(f"no lm-eval task given; known tasks: {', '.join(known)}")
+    unknown = [t for t in names if t not in known_task_names(source)]
     if unknown:
+        offline_only = source == "offline" and all(t in HUB_ONLY_TASKS for t in unknown)
         raise ValueError(
-            f"unknown lm-eval task(s) {', '.join(map(repr, unknown))}; known tasks: {', '.join(TASKS)} "
-            "(and the groups and subjects inside mmlu, e.g. mmlu_stem, mmlu_anatomy)"
+            f"unknown lm-eval task(s) {', '.join(map(repr, unknown))}"
+            + (" offline: they have no offline data (use source 'hub')" if offline_only else "")
+            + f"; known tasks: {', '.join(known)} (and the groups and subjects inside mmlu, e.g. mmlu_stem, mmlu_anatomy)"
         )
     return names
 

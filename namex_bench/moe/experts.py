@@ -1,10 +1,13 @@
 """Experts: FFN weights stacked along a leading expert axis, and the algebra on them.
 
-An expert is an FFN. Three shapes are supported:
+An expert is an FFN. Four shapes are supported:
 
 * ``mlp`` — two matrices, ``FFN(x) = W_out · act(W_in x + b_in) + b_out`` (GELU by default);
 * ``glu`` — three matrices, ``FFN(x) = W_down · (act(W_gate x + b_gate) ⊙ (W_up x + b_up)) + b_down``
   (SiLU by default, i.e. SwiGLU);
+* ``clamped_glu`` — gpt-oss's gated unit, the ``glu`` matrices with ``g = min(W_gate x + b_gate, L)``,
+  ``u = clip(W_up x + b_up, −L, L)`` and ``FFN(x) = W_down · (g σ(α g) ⊙ (u + 1)) + b_down``
+  (``α = alpha``, ``L = limit``; ``activation`` is not used);
 * ``linear`` — one matrix, ``FFN(x) = W x + b`` from ``d_model`` to ``d_hidden`` features (no
   activation): a merged linear map, the unit the CAMEx reference code merges (its T5 FFN is
   two of them, each with its own router).
@@ -50,13 +53,15 @@ class ExpertSpec:
 
     d_model: int
     d_hidden: int
-    kind: Literal["mlp", "glu", "linear"] = "mlp"
+    kind: Literal["mlp", "glu", "clamped_glu", "linear"] = "mlp"
     activation: str = "gelu"
     bias: bool = True
+    alpha: float = 1.702  # clamped_glu only
+    limit: float = 7.0  # clamped_glu only
 
     def __post_init__(self) -> None:
-        if self.kind not in ("mlp", "glu", "linear"):
-            raise ValueError(f"expert kind must be 'mlp', 'glu' or 'linear', got {self.kind!r}")
+        if self.kind not in ("mlp", "glu", "clamped_glu", "linear"):
+            raise ValueError(f"expert kind must be 'mlp', 'glu', 'clamped_glu' or 'linear', got {self.kind!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {self.activation!r}; known: {', '.join(sorted(ACTIVATIONS))}"
@@ -82,7 +87,7 @@ class ExpertSpec:
     @property
     def output_matrices(self) -> tuple[str, ...]:
         """The matrices of the output stage (applied to the hidden state): none for ``linear``."""
-        return {"mlp": ("w_out",), "glu": ("w_down",), "linear": ()}[self.kind]
+        return {"mlp": ("w_out",), "glu": ("w_down",), "clamped_glu": ("w_down",), "linear": ()}[self.kind]
 
     def stage_params(self, output: bool) -> tuple[str, ...]:
         """The names of the input stage's parameters (``output=False``) or the output stage's, biases included."""
@@ -151,6 +156,14 @@ def check_params(spec: ExpertSpec, params: ExpertParams, leading: int, what: str
         got = tuple(params[name].shape)
         if len(got) != leading + len(shape) or got[leading:] != shape:
             raise ValueError(f"{what}: parameter {name!r} has shape {got}, expected (*{leading} axes, {', '.join(map(str, shape))})")
+
+
+def gated(gate: Tensor, up: Tensor, spec: ExpertSpec) -> Tensor:
+    """The hidden activation of a ``glu`` expert, ``act(gate) ⊙ up``, or of a ``clamped_glu`` one."""
+    if spec.kind == "clamped_glu":
+        gate, up = gate.clamp(max=spec.limit), up.clamp(-spec.limit, spec.limit)
+        return gate * torch.sigmoid(spec.alpha * gate) * (up + 1)
+    return ACTIVATIONS[spec.activation](gate) * up
 
 
 @dataclass(frozen=True)
@@ -260,7 +273,7 @@ def ffn_hidden(x: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec
     act = ACTIVATIONS[spec.activation]
     if spec.kind == "mlp":
         return act(_linear_t(x_t, params, "_in")).transpose(1, 2)
-    return (act(_linear_t(x_t, params, "_gate")) * _linear_t(x_t, params, "_up")).transpose(1, 2)
+    return gated(_linear_t(x_t, params, "_gate"), _linear_t(x_t, params, "_up"), spec).transpose(1, 2)
 
 
 def ffn_output(h: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec) -> Tensor:
@@ -283,7 +296,7 @@ def dense_ffn(x: Tensor, params: ExpertParams, spec: ExpertSpec) -> Tensor:
         return linear(x, "")
     if spec.kind == "mlp":
         return linear(act(linear(x, "_in")), "_out")
-    return linear(act(linear(x, "_gate")) * linear(x, "_up"), "_down")
+    return linear(gated(linear(x, "_gate"), linear(x, "_up"), spec), "_down")
 
 
 def weighted_sum(weights: Tensor, params: ExpertParams, offset: ExpertParams | None = None) -> ExpertParams:

@@ -12,9 +12,9 @@ from .precision import at_least_float32, full_precision
 
 
 def wide_linear(h: Tensor, layer: nn.Linear) -> Tensor:
-    """``layer(h)`` with autocast off and both operands in float32 or wider."""
+    """``layer(h)`` with autocast off and every operand in float32 or wider."""
     with full_precision(h):
-        return F.linear(at_least_float32(h), at_least_float32(layer.weight))
+        return F.linear(at_least_float32(h), at_least_float32(layer.weight), None if layer.bias is None else at_least_float32(layer.bias))
 
 
 @dataclass

@@ -408,12 +408,15 @@ def render_leaderboard_markdown(
         "How to read the tables: see the README.",
         "",
     ]
+    from .compression_plot import compression_markdown
+
     head += [line for note in notes for line in (note, "")]
     all_sections, agg = computed if computed is not None else suite_statistics(records, reference, arrays)
     body = [
         section_markdown(s, plots_dir, robustness_table(records, s.task, s.model, reference, board=s.leaderboard)
                          if s.leaderboard else None)
         + mechanism_section_markdown(records, s.task, s.model)
+        + compression_markdown(records, s.task, s.model, plots_dir)
         for s in all_sections
     ]
     if agg is not None:

@@ -17,6 +17,7 @@ and, for a task/model whose records have corruption cells (``cells["corruptions"
     results/<suite>/plots/<task>__<model>__severity.png       error by severity, a panel per corruption
     results/<suite>/plots/<task>__<model>__mce.png            mean CE, mean ± 95% CI
 
+for a compression task, ``plots/<task>__<model>__compression.png`` (score against experts kept),
 and, with two or more tasks whose reference ran::
 
     results/<suite>/tables/across_tasks.csv               IQM and P(> reference) per method
@@ -49,6 +50,7 @@ from pathlib import Path
 from ..runner.examples import ExamplesError, read_examples
 from ..runner.records import DamagedRecord, inside, read_current_runs, read_records, runs_dir, write_bytes_atomic
 from .plots import across_tasks_png, mean_ce_png, primary_metric_png, profile_png, severity_png
+from .compression_plot import compression_png
 from .render import (
     across_tasks_csv,
     file_stem,
@@ -173,6 +175,8 @@ def report_files(
             add(f"tables/{stem}__paired.tex", paired_latex(paired).encode())
         if plots:
             add(f"plots/{stem}.png", primary_metric_png(board, paired if paired is not None and paired.table is not None else None))
+        if plots and (png := compression_png(records, section.task, section.model)) is not None:
+            add(f"plots/{stem}__compression.png", png)
         rob = robustness_table(records, section.task, section.model, reference, board=board)
         if rob is not None:
             add(f"tables/{stem}__robustness.csv", robustness_csv(rob).encode())

@@ -38,7 +38,7 @@ from ..progress import progress
 from ..suite.expand import RunSpec, Selection, expand, shard
 from ..methods.fingerprint import method_fingerprint
 from ..methods.registry import get_method
-from ..suite.schema import Suite
+from ..suite.schema import MethodEntry, Suite
 from ..tasks import RunContext, task_runner
 from ..tasks import distributed
 from .environment import describe_environment
@@ -105,10 +105,10 @@ def execute(run: RunSpec, suite: Suite, ctx: RunContext, sidecar: Path | None = 
         "suite": suite.name,
         "name": run.name,
         "config": run.config,
-        "reference": suite.reference,
+        "reference": run.reference,
         "environment": describe_environment(ctx.device, distributed.world_size()),
         "placement": placement(),
-        "code": {"method": method_fingerprint(get_method(run.method.name))},
+        "code": code_fingerprint(run),
     }
     start = time.perf_counter()
     result, raised = None, None
@@ -342,9 +342,18 @@ def execute_and_record(run: RunSpec, suite: Suite, ctx: RunContext, results_root
     return state, record
 
 
+def code_fingerprint(run: RunSpec) -> dict:
+    """``{"method": the fingerprint of the run's merging method's code}`` (``methods/fingerprint.py``);
+    ``{}`` for a compression run, whose compressor is not a merging method."""
+    if not isinstance(run.method, MethodEntry):
+        return {}
+    return {"method": method_fingerprint(get_method(run.method.name))}
+
+
 def stale_records(records: list[dict], runs: list[RunSpec]) -> dict[str, str]:
     """``{key: the record's code digest}`` of the finished runs whose method's code is not the
     code that wrote their record (a record without a fingerprint counts as stale)."""
+    runs = [run for run in runs if isinstance(run.method, MethodEntry)]
     current = {name: method_fingerprint(get_method(name))["digest"] for name in {run.method.name for run in runs}}
     wanted = {run.key: run.method.name for run in runs}
     stale = {}

@@ -10,7 +10,7 @@ from ..methods import options as method_options
 from ..methods.registry import get_method
 from ..models.registry import get_builder
 from ..runner.records import run_key
-from .schema import MethodEntry, ModelEntry, Suite
+from .schema import CompressionRun, CompressionTask, MethodEntry, ModelEntry, Suite
 
 
 @dataclass(frozen=True)
@@ -20,10 +20,11 @@ class RunSpec:
     name: str
     key: str
     config: dict[str, Any]
-    method: MethodEntry
+    method: MethodEntry | CompressionRun  # a compression task's run: its compressor and budget
     model: ModelEntry
     task: Any
     seed: int
+    reference: str | None = None  # the label paired comparisons of this run's table are against
 
 
 def resolved_options(method: MethodEntry) -> dict[str, Any]:
@@ -41,6 +42,26 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "method": method, "task": task}
 
 
+def compression_runs(task: CompressionTask, model: ModelEntry, params: dict[str, Any], seeds: list[int], limit: int | None,
+                     precision: dict[str, Any]) -> list[RunSpec]:
+    """A compression task's runs on one model: (uncompressed, then compressor × budget) × seeds.
+    The method slot of a run's config is its compressor (``uncompressed``: none), ``budget`` its budget."""
+    from ..compression.registry import compressor_options
+
+    reference = "uncompressed" if task.uncompressed else None
+    task_config = task.model_dump(mode="json", exclude={"models", *CompressionTask.RUN_FIELDS})
+    runs = []
+    for run in task.runs():
+        entry = run.compressor
+        method = {"label": run.display, "name": entry.name if entry else "uncompressed", "options": compressor_options(entry.name, entry.options) if entry else {}}
+        for seed in seeds:
+            config = {"method": method, "budget": run.budget, "model": {"name": model.name, "builder": model.builder, "params": params},
+                      "task": task_config, "seed": seed, "limit": limit, "precision": precision}
+            name = f"{run.display}/{model.name}/{task.name}/seed{seed}"
+            runs.append(RunSpec(name, run_key(identity(config)), config, run, model, task, seed, reference))
+    return runs
+
+
 def machine_precision(suite: Suite) -> dict[str, Any]:
     """The precision config (``device.precision_config``) the suite's runs resolve on this machine."""
     device = resolve_device(suite.device)
@@ -48,7 +69,8 @@ def machine_precision(suite: Suite) -> dict[str, Any]:
 
 
 def expand(suite: Suite, limit: int | None = None, precision: dict[str, Any] | None = None) -> list[RunSpec]:
-    """Every run of the suite, in the order tasks × (the task's) models × methods × seeds.
+    """Every run of the suite, in the order tasks × (the task's) models × methods × seeds
+    (a compression task: × its compressors and budgets instead of the merging methods).
 
     ``precision`` — the resolved precision config of the runs (:func:`machine_precision` when
     ``None``) — is part of every run's configuration and key: a run computed in bf16 is
@@ -59,6 +81,9 @@ def expand(suite: Suite, limit: int | None = None, precision: dict[str, Any] | N
     for task in suite.tasks:
         for model in suite.task_models(task):
             params = get_builder(model.builder).validate(model.params).model_dump(mode="json")
+            if isinstance(task, CompressionTask):
+                runs += compression_runs(task, model, params, suite.seeds, limit, precision)
+                continue
             for method in suite.methods:
                 for seed in suite.seeds:
                     config = {
@@ -72,7 +97,7 @@ def expand(suite: Suite, limit: int | None = None, precision: dict[str, Any] | N
                         "precision": precision,
                     }
                     name = f"{method.display}/{model.name}/{task.name}/seed{seed}"
-                    runs.append(RunSpec(name, run_key(identity(config)), config, method, model, task, seed))
+                    runs.append(RunSpec(name, run_key(identity(config)), config, method, model, task, seed, suite.reference))
     return runs
 
 

@@ -112,7 +112,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("mnist5k", "imagefolder", "hf", "image_classification"):
+        elif part in ("mnist5k", "imagefolder", "hf", "image_classification", "compression"):
             continue  # discriminated-union tags
         else:
             out += ("." if out else "") + str(part)
@@ -316,6 +316,8 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
             raise SuiteError(path, field, exc.message, _line_of(node, loc)) from None
     _check_training_length(suite, path, node)
     for i, task in enumerate(suite.tasks):
+        if task.type == "compression":
+            _check_compression(task, i, suite, path, node)
         needed = TASK_MODEL_KINDS[task.type]
         for model in suite.task_models(task):
             kind = get_builder(model.builder).kind
@@ -382,10 +384,36 @@ def _check_training_length(suite: Suite, path: Path, node: yaml.Node) -> None:
                                  _line_of(node, (*where, "warmup_steps")))
 
 
+def _check_compression(task, i: int, suite: Suite, path: Path, node: yaml.Node) -> None:
+    """A compression task's compressors exist and take their options; its models are pretrained MoE LLMs."""
+    from ..compression.registry import UnknownCompressorError, make_compressor
+
+    for j, entry in enumerate(task.compressors):
+        try:
+            make_compressor(entry.name, entry.options)
+        except UnknownCompressorError as exc:
+            raise SuiteError(path, f"tasks[{i}].compressors[{j}].name", str(exc), _line_of(node, ("tasks", i, "compressors", j, "name"))) from None
+        except (TypeError, ValueError) as exc:
+            field = f"tasks[{i}].compressors[{j}].options"
+            raise SuiteError(path, field, f"invalid option for {entry.name!r}: {exc}", _line_of(node, ("tasks", i, "compressors", j, "options"))) from None
+    for model in suite.task_models(task):
+        if model.builder not in COMPRESSIBLE_BUILDERS:
+            field = "models" if task.models else "type"
+            raise SuiteError(
+                path, f"tasks[{i}].{field}",
+                f"task {task.name!r} (compression) compresses pretrained MoE LLMs (builder {', '.join(COMPRESSIBLE_BUILDERS)}), "
+                f"but {model.name!r} is built by {model.builder}; list the task's models with `models: [...]`",
+                _line_of(node, ("tasks", i, field)),
+            )
+
+
 #: The kind of model (see ``models/registry.py``) each task type runs on.
 TASK_MODEL_KINDS = {
     "image_classification": "image_classifier",
     "text_classification": "text_classifier",
     "language_modeling": "causal_lm",
     "lm_eval": "causal_lm",
+    "compression": "causal_lm",
 }
+#: The builders whose models are ``transformers`` MoE LLMs a compression task can rewrite.
+COMPRESSIBLE_BUILDERS = ("moe_llm",)

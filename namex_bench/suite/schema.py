@@ -26,7 +26,7 @@ Every field is checked before any work starts; unknown fields are errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
@@ -356,24 +356,169 @@ class LanguageModelingTask(TaskBase, LMTraining):
     eval: PerplexityEval = Field(default_factory=PerplexityEval)
 
 
-LMEvalTaskName = Literal["mmlu", "arc_easy", "arc_challenge"]
+#: lm-eval's task names namex_bench runs: MMLU and ARC from the hub or offline; the other
+#: zero-shot tasks of the expert-compression papers from the hub only.
+LMEvalTaskName = Literal["mmlu", "arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "rte", "winogrande"]
+OFFLINE_LM_EVAL_TASKS = ("mmlu", "arc_easy", "arc_challenge")
 
 
-class LMEvalTask(TaskBase):
+
+class LMEvalScoring(Strict):
+    """lm-eval's ``tasks`` (zero-shot unless ``num_fewshot``), from the hub or offline (MMLU/ARC);
+    ``limit``: examples per task (per MMLU subject)."""
+
+    tasks: list[LMEvalTaskName] = Field(min_length=1)
+    source: Literal["hub", "offline"] = "hub"
+    limit: PositiveInt | None = None
+    num_fewshot: NonNegativeInt | None = None
+    batch_size: PositiveInt = 8
+
+    @model_validator(mode="after")
+    def _offline_data(self) -> "LMEvalScoring":
+        hub_only = [t for t in self.tasks if t not in OFFLINE_LM_EVAL_TASKS]
+        if self.source == "offline" and hub_only:
+            raise ValueError(f"tasks {', '.join(hub_only)} have no offline data (offline: {', '.join(OFFLINE_LM_EVAL_TASKS)}); use source: hub")
+        return self
+
+
+class LMEvalTask(TaskBase, LMEvalScoring):
     """Score a causal LM with lm-eval's own tasks (``source: hub``) or the same tasks on the
     offline copies of their data (``source: offline``); ``finetune`` trains it as an LM first."""
 
     type: Literal["lm_eval"]
-    tasks: list[LMEvalTaskName] = Field(min_length=1)
-    source: Literal["hub", "offline"] = "hub"
-    limit: PositiveInt | None = None  # lm-eval's limit: examples per task (per MMLU subject)
-    num_fewshot: NonNegativeInt | None = None
-    batch_size: PositiveInt = 8
     finetune: LMTraining | None = None
 
 
+# --------------------------------------------------------------------------- compression
+
+
+class CompressorEntry(MethodEntry):
+    """A compression method (``namex-bench list compression``) and its options; ``label`` names it in tables."""
+
+
+class CalibrationData(Strict):
+    """The calibration text: ``samples`` windows of ``seq_len`` tokens. ``source``: ``c4`` (C4's
+    first English training shard, the references' choice; hub, or ``path`` to a local copy),
+    ``shakespeare`` (its training works) or ``kjv`` (offline). ``batch_size`` windows per forward
+    pass; every expert's output is computed on ``output_tokens`` random tokens per batch (HC-SMoE's
+    features; ``null``: all of them). The run's seed draws the windows and those tokens."""
+
+    source: Literal["c4", "shakespeare", "kjv"] = "c4"
+    path: Path | None = None
+    samples: PositiveInt = 128
+    seq_len: PositiveInt = 2048
+    batch_size: PositiveInt = 8
+    output_tokens: PositiveInt | None = 512
+
+    @model_validator(mode="after")
+    def _path(self) -> "CalibrationData":
+        if self.path is not None and (self.source != "c4" or not self.path.exists()):
+            raise ValueError(f"path: {'a local copy is only read for source c4' if self.source != 'c4' else f'{self.path} does not exist'}")
+        return self
+
+
+PerplexityText = Literal["shakespeare", "kjv", "wikitext2"]
+
+
+class FixedLengthPerplexity(Strict):
+    """Perplexity in non-overlapping windows of ``context`` tokens (the compression papers' protocol,
+    not lm-eval's document-level ``wikitext``) on held-out ``texts``: ``shakespeare`` (its test
+    works), ``kjv``, ``wikitext2`` (WikiText-2's test split, rows joined by blank lines; hub, or
+    ``wikitext_path`` to a local ``save_to_disk`` copy); ``max_tokens`` caps each text."""
+
+    texts: list[PerplexityText] = Field(min_length=1)
+    context: PositiveInt = 2048
+    max_tokens: PositiveInt | None = None
+    wikitext_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _wikitext_copy(self) -> "FixedLengthPerplexity":
+        if self.wikitext_path is not None and not self.wikitext_path.is_dir():
+            raise ValueError(f"wikitext_path: directory {self.wikitext_path} does not exist")
+        return self
+
+
+class CompressionEval(Strict):
+    """How a compressed model is scored: fixed-length ``perplexity``, ``lm_eval`` tasks, or both."""
+
+    perplexity: FixedLengthPerplexity | None = None
+    lm_eval: LMEvalScoring | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "CompressionEval":
+        if self.perplexity is None and self.lm_eval is None:
+            raise ValueError("give perplexity, lm_eval or both")
+        return self
+
+
+class CompressionTask(TaskBase):
+    """One-shot compression of a pretrained MoE LLM (``builder: moe_llm``) by each of ``compressors``
+    to each budget — ``experts`` kept per MoE block, or the fraction ``removed`` of each block's
+    experts (per block, or spread by the method over the model with ``layer_budget: global``) —
+    and the model as it is (``uncompressed``, the paired reference), each scored by ``eval``.
+
+    The model is the same in every run: a checkpoint, or a ``config:`` stand-in initialised with
+    ``model_seed`` and, with ``pretrain``, first trained as an LM (the quickstart's small MoE LM).
+    A run's seed draws its calibration sample. Runs are compressor × budget × seed: the lists
+    ``compressors``, ``experts``/``removed`` and ``uncompressed`` choose runs and are not part of
+    any run's identity."""
+
+    type: Literal["compression"]
+    compressors: list[CompressorEntry] = Field(min_length=1)
+    experts: list[PositiveInt] | None = Field(default=None, min_length=1)
+    removed: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(default=None, min_length=1)
+    layer_budget: Literal["uniform", "global"] = "uniform"
+    uncompressed: bool = True
+    model_seed: NonNegativeInt = 0
+    pretrain: LMTraining | None = None
+    calibration: CalibrationData = Field(default_factory=CalibrationData)
+    eval: CompressionEval
+
+    #: The fields that choose runs rather than describe one (left out of run keys).
+    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset({"compressors", "experts", "removed", "uncompressed"})
+
+    @model_validator(mode="after")
+    def _budgets(self) -> "CompressionTask":
+        if (self.experts is None) == (self.removed is None):
+            raise ValueError("give exactly one of experts (kept per MoE block) and removed (fractions of each block's experts)")
+        labels = [c.display for c in self.compressors]
+        repeated = sorted({n for n in labels if labels.count(n) > 1} | ({"uncompressed"} & set(labels)))
+        if repeated:
+            raise ValueError(f"compressors: labels must be unique and not 'uncompressed' (give a `label`); repeated: {', '.join(repeated)}")
+        return self
+
+    def runs(self) -> list["CompressionRun"]:
+        """The model as it is (if ``uncompressed``), then every compressor at every budget."""
+        budgets = [{"experts": m} for m in self.experts or ()] + [{"removed": r} for r in self.removed or ()]
+        out = [CompressionRun(compressor=None)] if self.uncompressed else []
+        return out + [CompressionRun(compressor=c, **b) for c in self.compressors for b in budgets]
+
+
+class CompressionRun(Strict):
+    """What one run of a compression task does: ``compressor`` (``None``: the model as it is) to
+    ``experts`` kept per block or with ``removed`` of each block's experts. ``display`` labels its
+    row: ``uncompressed``, ``reap_prune@4`` (4 kept), ``reap_prune@-25%`` (25% removed)."""
+
+    compressor: CompressorEntry | None
+    experts: PositiveInt | None = None
+    removed: float | None = None
+
+    @property
+    def display(self) -> str:
+        if self.compressor is None:
+            return "uncompressed"
+        budget = self.experts if self.experts is not None else f"-{self.removed * 100:g}%"
+        return f"{self.compressor.display}@{budget}"
+
+    @property
+    def budget(self) -> dict[str, Any] | None:
+        if self.compressor is None:
+            return None
+        return {"experts": self.experts} if self.experts is not None else {"removed": self.removed}
+
+
 Task = Annotated[
-    Union[ImageClassificationTask, TextClassificationTask, LanguageModelingTask, LMEvalTask], Field(discriminator="type")
+    Union[ImageClassificationTask, TextClassificationTask, LanguageModelingTask, LMEvalTask, CompressionTask], Field(discriminator="type")
 ]
 
 
@@ -422,7 +567,7 @@ class Suite(Strict):
     runtime: Runtime = Field(default_factory=Runtime)
     reference: str | None = None
     plugins: list[str] = Field(default_factory=list)
-    methods: list[MethodEntry] = Field(min_length=1)
+    methods: list[MethodEntry] = Field(default_factory=list)  # merging methods: needed by every task but compression
     models: list[ModelEntry] = Field(min_length=1)
     tasks: list[Task] = Field(min_length=1)
     cluster: ClusterDefaults = Field(default_factory=ClusterDefaults)
@@ -455,6 +600,9 @@ class Suite(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Suite":
+        trained = [t.name for t in self.tasks if t.type != "compression"]
+        if trained and not self.methods:
+            raise ValueError(f"methods: required field is missing (tasks {', '.join(trained)} run merging methods)")
         for field, names in (
             ("methods", [m.display for m in self.methods]),
             ("models", [m.name for m in self.models]),

@@ -206,4 +206,5 @@ TASK_MODEL_KINDS = {
     "text_classification": "text_classifier",
     "language_modeling": "causal_lm",
     "lm_eval": "causal_lm",
+    "planted_merge": "planted_regressor",
 }

@@ -13,6 +13,7 @@ TASK_RUNNERS: dict[str, str] = {
     "text_classification": "namex_bench.tasks.text_classification:run_text_classification",
     "language_modeling": "namex_bench.tasks.language_modeling:run_language_modeling",
     "lm_eval": "namex_bench.tasks.lm_eval_task:run_lm_eval",
+    "planted_merge": "namex_bench.tasks.planted:run_planted_merge",
 }
 
 

@@ -58,10 +58,11 @@ _BUILDERS: dict[str, ModelBuilder] = {}
 
 
 #: Model kinds and what their builders take: ``build(params, method, method_options, ..., seed=None)``
-#: with ``...`` = ``num_classes, in_chans, img_size`` (image_classifier), ``num_labels`` (text_classifier)
-#: or nothing (causal_lm). ``seed``: the run's seed, from which every random component of the
-#: model is drawn on a stream of its own (``namex_bench.seeding``); ``None``: the global generator.
-MODEL_KINDS = ("image_classifier", "text_classifier", "causal_lm")
+#: with ``...`` = ``num_classes, in_chans, img_size`` (image_classifier), ``num_labels`` (text_classifier),
+#: nothing (causal_lm) or ``world`` (planted_regressor). ``seed``: the run's seed, from which every
+#: random component of the model is drawn on a stream of its own (``namex_bench.seeding``); ``None``:
+#: the global generator.
+MODEL_KINDS = ("image_classifier", "text_classifier", "causal_lm", "planted_regressor")
 
 
 def register_builder(name: str, schema: type[BaseModel], kind: str = "image_classifier", facts=None):
@@ -78,7 +79,7 @@ def register_builder(name: str, schema: type[BaseModel], kind: str = "image_clas
 
 
 def get_builder(name: str) -> ModelBuilder:
-    from . import gpt_moe, moe_llm, text_moe, vit_moe  # noqa: F401  (register the built-in builders)
+    from . import gpt_moe, moe_llm, planted_moe, text_moe, vit_moe  # noqa: F401  (register the built-in builders)
 
     try:
         return _BUILDERS[name]

@@ -414,6 +414,7 @@ TASK_MODEL_KINDS = {
     "language_modeling": "causal_lm",
     "lm_eval": "causal_lm",
     "compression": "causal_lm",
+    "planted_merge": "planted_regressor",
 }
 #: The builders whose models are ``transformers`` MoE LLMs a compression task can rewrite.
 COMPRESSIBLE_BUILDERS = ("moe_llm",)

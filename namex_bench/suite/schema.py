@@ -517,8 +517,62 @@ class CompressionRun(Strict):
         return {"experts": self.experts} if self.experts is not None else {"removed": self.removed}
 
 
+# --------------------------------------------------------------------------- planted
+
+
+class PlantedWorldConfig(Strict):
+    """The planted world's shape and scales (``data/planted.py``); ``seed`` fixes the world
+    itself — the same for every method and every run seed."""
+
+    d_model: PositiveInt = 16
+    num_experts: Annotated[int, Field(ge=2)] = 4
+    layers: PositiveInt = 4
+    base_norm: PositiveFloat = 0.3
+    domain_norm: PositiveFloat = 0.3
+    scale: PositiveFloat = 2.0
+    gamma: PositiveFloat = 1.0
+    momentum_radius: Annotated[float, Field(ge=0, lt=1)] = 0.7
+    momentum_angle: float = 0.7853981633974483
+    signal: NonNegativeFloat = 2.0
+    concentration: PositiveFloat = 0.5
+    noise: NonNegativeFloat = 0.01
+    seed: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _signatures_fit(self) -> "PlantedWorldConfig":
+        if self.d_model < self.num_experts:
+            raise ValueError(f"d_model ({self.d_model}) must be at least num_experts ({self.num_experts}): each domain has its own input direction")
+        return self
+
+
+PlantedStructure = Literal["convex", "extrapolated", "centroid", "nash", "nash_momentum"]
+
+
+class PlantedMergeTask(TaskBase):
+    """Planted worlds with a known best merge: train each method's router, base and curvature
+    over the world's frozen experts; score the test loss and the distance of its merged
+    experts to the world's (``tasks/planted.py``)."""
+
+    type: Literal["planted_merge"]
+    structures: list[PlantedStructure] = Field(default_factory=lambda: ["convex", "extrapolated", "centroid", "nash", "nash_momentum"], min_length=1)
+    world: PlantedWorldConfig = Field(default_factory=PlantedWorldConfig)
+    tokens: PositiveInt = 16
+    train_sequences: PositiveInt = 4096
+    test_sequences: PositiveInt = 1024
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=4, batch_size=64, lr=1e-2, weight_decay=0.0))
+    eval_batch_size: PositiveInt = 512
+
+    @field_validator("structures")
+    @classmethod
+    def _distinct(cls, structures: list[str]) -> list[str]:
+        if len(set(structures)) != len(structures):
+            raise ValueError(f"structures must be distinct, got {structures}")
+        return structures
+
+
 Task = Annotated[
-    Union[ImageClassificationTask, TextClassificationTask, LanguageModelingTask, LMEvalTask, CompressionTask], Field(discriminator="type")
+    Union[ImageClassificationTask, TextClassificationTask, LanguageModelingTask, LMEvalTask, CompressionTask, PlantedMergeTask],
+    Field(discriminator="type"),
 ]
 
 

@@ -14,6 +14,7 @@ TASK_RUNNERS: dict[str, str] = {
     "language_modeling": "namex_bench.tasks.language_modeling:run_language_modeling",
     "lm_eval": "namex_bench.tasks.lm_eval_task:run_lm_eval",
     "compression": "namex_bench.tasks.compression:run_compression",
+    "planted_merge": "namex_bench.tasks.planted:run_planted_merge",
 }
 
 

@@ -15,9 +15,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .leaderboard import ok_records, task_model
-from .plots import FIGURE_DPI, FIGURE_SIZE, _LINE_COLOURS, _MARKERS, _png
+from .plots import FIGURE_DPI, _LINE_COLOURS, _MARKERS, _png
 from .render import file_stem
 from .statistics import summarise
+
+#: The plot's size in inches (matplotlib's default aspect).
+FIGURE_SIZE = (6.4, 4.0)
 
 __all__ = ["compression_markdown", "compression_png", "compression_points", "is_compression"]
 

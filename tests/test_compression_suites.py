@@ -122,9 +122,9 @@ def test_compress_llm_dry_runs_on_tiny_stand_ins(tmp_path, hf_offline):
 def test_the_quickstart_compression_family_runs(tmp_path, monkeypatch):
     """The quickstart's compression task at --limit 4: the small MoE LM is trained once (cached),
     compressed 8 → 4 by every method; compressed models score worse than the model they came from."""
-    from namex_bench.tasks import compression
+    from namex_bench.tasks import trained_models
 
-    monkeypatch.setattr(compression, "model_cache", lambda: tmp_path / "models")
+    monkeypatch.setattr(trained_models, "trained_models", lambda: tmp_path / "models")
 
     def edit(suite):
         suite["seeds"] = [0]

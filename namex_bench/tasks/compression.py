@@ -6,8 +6,8 @@ budget × one seed:
 1. **The model** (``builder: moe_llm``): a checkpoint, or a ``config:`` stand-in initialised with
    the task's ``model_seed``; with ``pretrain`` it is first trained as an LM (the training loop
    of the language-modelling task). It is the same model in every run of the task; a trained
-   stand-in is cached (``cache_root()/compression_models``, keyed by everything that determines
-   it), so the runs of a suite train it once.
+   stand-in is kept (``tasks/trained_models.py``: keyed by everything that determines its
+   weights), so the runs of a suite train it once.
 2. **Calibration** (:mod:`namex_bench.compression.calibration`): ``samples`` windows of
    ``seq_len`` tokens drawn with the run's seed — random windows of Shakespeare's training works
    or of the King James Bible, or C4 documents in a random order, concatenated (separated by the
@@ -27,12 +27,8 @@ with its settings (``calibration``), and the perplexity windows (``perplexity``)
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,36 +41,13 @@ from ..models.hf_moe import HFMoEModel
 from ..models.moe_llm import load_causal_lm
 from ..models.moe_model import PassHolder
 from ..models.registry import get_builder
-from ..runner.records import write_bytes_atomic
 from ..suite.schema import CalibrationData, CompressionRun, CompressionTask, FixedLengthPerplexity, ModelEntry, ShakespeareData
-from . import distributed
 from .base import RunContext, TaskResult
-from .language_modeling import corpus_tokens, train_lm
+from .language_modeling import corpus_tokens, train_lm_once
 from .training import seed_everything
 
 
 # --------------------------------------------------------------------------- the model
-
-
-def _model_cache_key(task: CompressionTask, model_entry: ModelEntry, ctx: RunContext) -> str:
-    import transformers
-
-    from .. import __version__
-
-    what = {
-        "params": get_builder(model_entry.builder).validate(model_entry.params).model_dump(mode="json"),
-        "pretrain": task.pretrain.model_dump(mode="json"), "model_seed": task.model_seed, "limit": ctx.limit,
-        "device": ctx.device.type, "autocast": str(ctx.autocast_dtype), "world_size": distributed.world_size(),
-        "versions": [__version__, torch.__version__, transformers.__version__],
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:40]
-
-
-def model_cache() -> Path:
-    """Where trained stand-ins are kept: ``cache_root()/compression_models``."""
-    from ..data.archives import cache_root
-
-    return cache_root() / "compression_models"
 
 
 def source_model(task: CompressionTask, model_entry: ModelEntry, ctx: RunContext, timings: dict[str, float]) -> tuple[Any, Any]:
@@ -84,20 +57,13 @@ def source_model(task: CompressionTask, model_entry: ModelEntry, ctx: RunContext
     model.to(ctx.device)
     if task.pretrain is None:
         return model.eval(), tokenizer
-    path = model_cache() / f"{_model_cache_key(task, model_entry, ctx)}.pt"
-    cached = torch.tensor(float(path.is_file()), device=ctx.device)
-    if float(distributed.all_sum(cached)) == distributed.world_size():  # every rank has it: none trains
-        model.load_state_dict(torch.load(path, map_location=ctx.device, weights_only=True))
-        timings["pretrain_cached"] = 1
-        return model.eval(), tokenizer
     lm = HFMoEModel(model, PassHolder())  # the plain transformers model: it routes its own experts
     lm.tokenizer = tokenizer
-    result = train_lm(lm, task.pretrain, task.model_seed, ctx)
-    timings.update(pretrain_s=result.train_s, pretrain_steps=result.steps, pretrain_loss=result.final_loss)
-    if distributed.is_main():
-        buffer = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-        write_bytes_atomic(path, buffer.getvalue())
+    result, reused = train_lm_once(lm, task.pretrain, model_entry, None, task.model_seed, ctx)
+    if reused:
+        timings["pretrain_cached"] = 1
+    else:
+        timings.update(pretrain_s=result.train_s, pretrain_steps=result.steps, pretrain_loss=result.final_loss)
     return model.eval(), tokenizer
 
 

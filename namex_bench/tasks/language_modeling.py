@@ -29,6 +29,7 @@ from . import distributed
 from .base import RunContext, TaskResult
 from .diagnostics import mechanism_diagnostics, token_blocks
 from .examples import PerExample
+from .trained_models import train_once
 from .training import TrainResult, seeded_model, train
 
 
@@ -77,6 +78,27 @@ def train_lm(model: HFMoEModel, training: LMTraining, seed: int, ctx: RunContext
     return train(model, loader, training.train, next_token_loss, ctx.device, ctx.autocast_dtype, parallel=ctx.parallel)
 
 
+def train_lm_once(model: HFMoEModel, training: LMTraining, model_entry: ModelEntry, method: MethodEntry | None, seed: int,
+                  ctx: RunContext) -> tuple[TrainResult, bool]:
+    """:func:`train_lm`, or the weights of a run that trained the same model the same way
+    (``tasks/trained_models.py``): the quickstart's lm-eval task reuses the model its
+    language-modelling task trained. ``method``: ``None`` for a model without a merging method
+    (a compression task's source model). Returns the result and whether it was reused."""
+    from ..methods.options import resolved_options
+    from ..methods.registry import get_method
+    from ..models.registry import get_builder
+
+    what = {
+        "model": {"builder": model_entry.builder, "params": get_builder(model_entry.builder).validate(model_entry.params).model_dump(mode="json")},
+        "training": LMTraining(data=training.data, context=training.context, train=training.train).model_dump(mode="json"),
+        "seed": seed,
+    }
+    if method is not None:
+        cls = get_method(method.name)
+        what["method"] = {"name": method.name, "options": resolved_options(cls, cls.given_options(method.preset, method.options))}
+    return train_once(model, what, lambda: train_lm(model, training, seed, ctx), ctx)
+
+
 @torch.no_grad()
 def perplexity(model: HFMoEModel, tokens: torch.Tensor, context: int, stride: int, ctx: RunContext) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """``ppl``, ``nll`` (mean per scored token) and ``tokens`` scored by the sliding-window protocol,
@@ -102,7 +124,7 @@ def lm_diagnostics(model: HFMoEModel, data: CorpusData, context: int, ctx: RunCo
 
 def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, method: MethodEntry, seed: int, ctx: RunContext) -> TaskResult:
     model = seeded_model(model_entry, method, seed, ctx.device)
-    result = train_lm(model, task, seed, ctx)
+    result, reused = train_lm_once(model, task, model_entry, method, seed, ctx)
 
     start = time.perf_counter()
     context = task.eval.context or task.context
@@ -124,7 +146,8 @@ def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, m
     if result.steps:
         metrics["train_loss"] = result.final_loss
         goals["train_loss"] = "min"
-    timings = {"train_s": result.train_s, "eval_s": time.perf_counter() - start, "step_s": result.step_s, "train_steps": result.steps}
+    timings = {"train_s": 0.0 if reused else result.train_s, "eval_s": time.perf_counter() - start, "step_s": result.step_s,
+               "train_steps": result.steps, "train_reused": int(reused)}
     start = time.perf_counter()
     diagnostics = lm_diagnostics(model, task.data, task.context, ctx)
     timings["diagnostics_s"] = time.perf_counter() - start

@@ -23,7 +23,7 @@ from ..suite.schema import LMEvalTask, MethodEntry, ModelEntry, ShakespeareData
 from . import distributed
 from .base import RunContext, TaskResult
 from .examples import PerExample
-from .language_modeling import lm_diagnostics, train_lm
+from .language_modeling import lm_diagnostics, train_lm_once
 from .training import seeded_model
 
 
@@ -39,8 +39,8 @@ def run_lm_eval(task: LMEvalTask, model_entry: ModelEntry, method: MethodEntry, 
     timings: dict[str, float] = {}
     metrics: dict[str, float] = {}
     if task.finetune is not None:
-        result = train_lm(model, task.finetune, seed, ctx)
-        timings.update(train_s=result.train_s, step_s=result.step_s, train_steps=result.steps)
+        result, reused = train_lm_once(model, task.finetune, model_entry, method, seed, ctx)
+        timings.update(train_s=0.0 if reused else result.train_s, step_s=result.step_s, train_steps=result.steps, train_reused=int(reused))
         if result.steps:
             metrics["train_loss"] = result.final_loss
     limits = [n for n in (task.limit, ctx.limit) if n is not None]

@@ -202,7 +202,7 @@ def test_a_method_returning_the_wrong_shape_is_told_what_was_expected():
             return super().forward(inputs).output
 
     x = torch.randn(2, 5, 8)
-    with pytest.raises(ValueError, match=r"returned output of shape \(2, 8, 5\); expected \(2, 5, 8\), the shape of MergeInputs.tokens"):
+    with pytest.raises(ValueError, match=r"returned output of shape \(2, 8, 5\); expected \(2, 5, 8\): MergeInputs.tokens"):
         MoELayer(ExpertSpec(8, 16), 4, Transposed)(x)
     with pytest.raises(TypeError, match="returned Tensor; expected MergeOutput"):
         MoELayer(ExpertSpec(8, 16), 4, Bare)(x)

@@ -43,10 +43,10 @@ def test_expert_dropout_drops_whole_group_expert_terms_in_training_only():
     tau, tau_tilde = method.domain_vectors(layer.experts.params(), base)
     scores = torch.full((200, N), 1.0 / N, dtype=DT)
     method.eval()
-    torch.testing.assert_close(method.merge(base, tau, tau_tilde, scores), weighted_sum(scores, tau_tilde, offset=base))
+    torch.testing.assert_close(method.merge(base, tau, tau_tilde, scores).materialise(), weighted_sum(scores, tau_tilde, offset=base))
     method.train()
     torch.manual_seed(3)
-    merged = method.merge(base, tau, tau_tilde, scores)["w_in"]
+    merged = method.merge(base, tau, tau_tilde, scores).materialise()["w_in"]
     # recover the effective weights of every group from its merged matrix: a least-squares solve
     flat = tau_tilde["w_in"].reshape(N, -1).T  # [P, N]
     weights = torch.linalg.lstsq(flat, (merged - base["w_in"]).reshape(200, -1).T).solution.T  # [G, N]

@@ -276,6 +276,6 @@ class MergingMethod(nn.Module):
         """
         spec = self.spec
         if inputs.route_hidden is None:
-            return ffn(inputs.tokens, merge(inputs.scores, tuple(spec.param_shapes)), spec)
+            return self.apply_merged(inputs.tokens, merge(inputs.scores, tuple(spec.param_shapes)))
         hidden = ffn_hidden(inputs.tokens, merge(inputs.scores, spec.stage_params(output=False)), spec)
         return ffn_output(hidden, merge(inputs.route_hidden(hidden), spec.stage_params(output=True)), spec)

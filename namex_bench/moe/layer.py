@@ -243,17 +243,19 @@ class MoELayer(nn.Module):
 
         return route_hidden
     def _check_output(self, out: Any, tokens: Tensor) -> None:
-        """A method must return a :class:`MergeOutput` whose ``output`` has the shape of its input tokens."""
+        """A method must return a :class:`MergeOutput` whose ``output`` has the shape of its input
+        tokens, with the FFN's output width (``d_model``; ``d_hidden`` for a ``linear`` expert)."""
         if not isinstance(out, MergeOutput) or not isinstance(out.state, PropagationState):
             raise TypeError(
                 f"method {self.method_name!r} returned {type(out).__name__}; expected MergeOutput(output, state, stats) "
                 "with state a PropagationState (e.g. inputs.state.advanced())"
             )
-        if not isinstance(out.output, Tensor) or out.output.shape != tokens.shape:
+        expected = (*tokens.shape[:-1], self.spec.d_out)
+        if not isinstance(out.output, Tensor) or tuple(out.output.shape) != expected:
             got = tuple(out.output.shape) if isinstance(out.output, Tensor) else type(out.output).__name__
             raise ValueError(
-                f"method {self.method_name!r} returned output of shape {got}; expected {tuple(tokens.shape)}, the shape of "
-                f"MergeInputs.tokens: [groups, tokens per group, d_model] ({self.pooling} pooling)"
+                f"method {self.method_name!r} returned output of shape {got}; expected {expected}: MergeInputs.tokens' "
+                f"[groups, tokens per group] and the expert's output width ({self.pooling} pooling)"
             )
 
     def extra_repr(self) -> str:

@@ -31,9 +31,11 @@ MODEL = "{patch_size: 14, embed_dim: 16, depth: 3, num_heads: 2, mlp_ratio: 2.0,
 
 
 def suite_text(name="tiny", methods=("smear", "namex_mom"), seeds=(0, 1), lr="1.0e-3", plugins=(), device="cpu",
-               method_options=None, model=MODEL):
+               method_options=None, model=MODEL, runtime=None):
     method_options = method_options or {}
     lines = [f"name: {name}", f"seeds: [{', '.join(map(str, seeds))}]", f"device: {device}", f"reference: {methods[0]}"]
+    if runtime:
+        lines.append(f"runtime: {runtime}")
     if plugins:
         lines.append(f"plugins: [{', '.join(plugins)}]")
     lines.append("methods:")

@@ -355,7 +355,7 @@ def _check_semantics(suite: Suite, path: Path, node: yaml.Node) -> None:
 #: Where each ``parallel:`` mode applies: FSDP shards decoder layers (and needs every rank to
 #: evaluate everything, as perplexity and lm-eval do); device_map only places a model for inference.
 PARALLEL_TASKS = {
-    "ddp": ("image_classification", "text_classification", "language_modeling", "lm_eval"),
+    "ddp": ("image_classification", "text_classification", "language_modeling", "lm_eval", "compression", "planted_merge"),
     "fsdp": ("language_modeling", "lm_eval"),
     "device_map": ("lm_eval",),
 }

@@ -223,6 +223,24 @@ def test_significant_seed_level_differences_get_ranks_of_their_own_and_bold():
     assert max(pvalues) < 0.05
 
 
+def test_a_task_marked_unranked_is_shown_without_ranks_bold_or_comparisons():
+    """``ranked: false`` (a pipeline check): the same numbers, no rank, no bold, no paired tables, and
+    not in the aggregates across tasks; the caption says why."""
+    records = suite_records()
+    for r in records:
+        if r["config"]["task"]["name"] == "wikitext":
+            r["config"]["task"]["ranked"] = False
+    board = leaderboard(records, "wikitext", MODEL)
+    assert not board.ranked and set(board.table["rank"]) == {""} and not board.table["best"].any()
+    ranked = leaderboard(suite_records(), "wikitext", MODEL)
+    assert list(board.table["ppl"]) == list(ranked.table["ppl"])  # the numbers themselves are unchanged
+    text = render_leaderboard_markdown(records, plots_dir=None)
+    section = text[text.index("## wikitext"):]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    assert "**Not ranked**" in section and "Paired comparison" not in section and "All pairs" not in section
+    assert "**" not in section.replace("**Not ranked**", "")
+
+
 def test_bounded_metrics_keep_their_intervals_inside_the_range():
     goals = {"acc": "max"}
     records = [make_record("t", m, s, {"acc": v}, primary="acc", goals=goals) for m, vals in {"a": [0.99, 0.5], "b": [0.2, 0.9]}.items()

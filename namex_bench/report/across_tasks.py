@@ -66,7 +66,7 @@ def across_tasks(records: Iterable[Mapping[str, Any]], sections: Sequence[Sectio
     tasks: list[str] = []
     per_task: list[dict[str, np.ndarray]] = []
     for section in sections:
-        if section.leaderboard is None:
+        if section.leaderboard is None or not section.leaderboard.ranked:
             continue
         runs = _runs(records, section)
         if reference not in runs:

@@ -170,6 +170,11 @@ def _bounds(records: Iterable[Record], metric: str) -> tuple[float | None, float
     return next(iter(found)) if len(found) == 1 else None
 
 
+def is_ranked(records: Iterable[Record]) -> bool:
+    """Whether the records' task ranks methods (a task with ``ranked: false`` is a pipeline check)."""
+    return all(((r.get("config") or {}).get("task") or {}).get("ranked", True) is not False for r in records)
+
+
 def is_training_metric(metric: str) -> bool:
     """Metrics of the training run (``train_loss``): shown, never ranked or marked best."""
     return metric.startswith("train_")
@@ -203,6 +208,7 @@ class Leaderboard:
     intervals: dict[str, str] = field(default_factory=dict)
     bounds: dict[str, tuple[float | None, float | None] | None] = field(default_factory=dict)
     precision: str = "not recorded"  # the runs' compute precision, in words (device.describe_precision)
+    ranked: bool = True  # False: a pipeline check (the task's `ranked: false`), shown without ranks or bold
 
     @property
     def goal(self) -> str:
@@ -278,6 +284,7 @@ def leaderboard(
         comparisons = group_comparisons(records, task, model, arrays)
     metrics = (primary, *sorted(_metric_names(group) - {primary}))
     bounds = {m: _bounds(group, m) for m in metrics}
+    ranked = is_ranked(group)
     kinds: dict[str, set[str]] = {m: set() for m in metrics}
     best = comparisons.best()
     rows = []
@@ -285,12 +292,13 @@ def leaderboard(
         seeds = by_method[label]
         has_primary = any(_metric_value(r, primary) is not None for r in seeds.values())
         low, high = comparisons.ranks[label]
+        has_primary = has_primary and ranked
         row: dict[str, Any] = {
             "rank": (str(low) if low == high else f"{low}–{high}") if has_primary else "",
             "rank_low": low if has_primary else None,
             "rank_high": high if has_primary else None,
             "method": label,
-            "best": label == best,
+            "best": ranked and label == best,
             "n": len(seeds),
         }
         for metric in metrics:
@@ -316,7 +324,7 @@ def leaderboard(
     for metric, found in kinds.items():
         found = found - {"none"} or {"none"}
         intervals[metric] = found.pop() if len(found) == 1 else "mixed"
-    return Leaderboard(task, model, primary, goals, metrics, table.reset_index(drop=True), comparisons, intervals, bounds, _precision(group, what))
+    return Leaderboard(task, model, primary, goals, metrics, table.reset_index(drop=True), comparisons, intervals, bounds, _precision(group, what), ranked)
 
 
 # --------------------------------------------------------------------------- paired comparison

@@ -255,6 +255,10 @@ def _interval_words(board: Leaderboard) -> str:
 
 
 def _leaderboard_caption(board: Leaderboard) -> str:
+    if not board.ranked:
+        return (f"**Not ranked**: a pipeline check whose numbers cannot tell the methods apart (see the note above); "
+                f"ordered by the mean of `{board.primary}`, without ranks, bold or comparisons. {_interval_words(board)} "
+                f"n is the number of seeds. Precision: {board.precision}.")
     best = board.comparisons.best()
     training = [f"`{m}`" for m in board.metrics if is_training_metric(m)]
     goals = ", ".join(f"`{m}` {'↑' if board.goals[m] == 'max' else '↓'}" for m in board.metrics if m in board.goals)
@@ -316,6 +320,7 @@ def section_markdown(section: Section, plots_dir: str | None = "plots", robustne
     else:
         lines += [_leaderboard_caption(board), "", leaderboard_markdown(board), ""]
         lines += _missing_line(section)
+    if board is not None and board.ranked:
         paired = section.paired
         pairs = len(board.comparisons.pairs)
         if paired is not None and paired.table is not None:

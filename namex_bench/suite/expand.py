@@ -35,9 +35,9 @@ def resolved_options(method: MethodEntry) -> dict[str, Any]:
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What a run's key hashes: its configuration without presentation (the task's ``note``, the
-    method's ``preset`` name — its options are in the resolved ``options``)."""
-    task = {k: v for k, v in config["task"].items() if k != "note"}
+    """What a run's key hashes: its configuration without presentation (the task's ``note`` and
+    ``ranked``, the method's ``preset`` name — its options are in the resolved ``options``)."""
+    task = {k: v for k, v in config["task"].items() if k not in ("note", "ranked")}
     method = {k: v for k, v in config["method"].items() if k != "preset"}
     return {**config, "method": method, "task": task}
 

@@ -230,6 +230,9 @@ class TaskBase(Strict):
     models: list[str] | None = Field(default=None, min_length=1)
     note: str | None = None  # printed by the report under the task's tables; not part of a run's identity
     parallel: Parallel | None = None  # overrides the models' `parallel`; not part of a run's identity
+    # false: a pipeline check whose numbers cannot tell methods apart (e.g. a tiny LM at chance on MMLU):
+    # its table shows them without ranks, bold, comparisons or aggregates; not part of a run's identity
+    ranked: bool = True
 
 
 class ImageClassificationTask(TaskBase):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import cmath
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
@@ -36,6 +37,7 @@ from ..models.moe_model import MoEModel, parameter_counts
 from ..suite.schema import MethodEntry, ModelEntry, PlantedMergeTask
 from . import distributed
 from .base import RunContext, TaskResult
+from .examples import PerExample
 from .training import seeded_model, train
 
 GOALS = {"loss": "min", "merge_distance": "min", "train_loss": "min"}
@@ -88,6 +90,7 @@ def run_planted_merge(task: PlantedMergeTask, model_entry: ModelEntry, method: M
     timings = {"train_s": 0.0, "eval_s": 0.0, "train_steps": 0}
     losses, distances, train_losses = [], [], []
     params = {}
+    examples = PerExample()
     for number, structure in enumerate(task.structures):
         world = world_of(task, structure)
         h_train, y_train = world.sample(task.train_sequences, task.tokens, seed=2 * task.world.seed)
@@ -102,23 +105,35 @@ def run_planted_merge(task: PlantedMergeTask, model_entry: ModelEntry, method: M
         timings["eval_s"] += time.perf_counter() - start
         timings["train_s"] += result.train_s
         timings["train_steps"] += result.steps
-        loss = float(scores["sq_error"].mean() / y_eval.var())  # relative to the targets' variance
+        relative = (scores["sq_error"].mean(1) / y_eval.var()).double().numpy()  # per sequence, relative to the targets' variance
+        loss = float(relative.mean())
         metrics[f"{structure}/loss"] = loss
-        losses.append(loss)
+        losses.append(relative)
+        outcomes = {"relative_error": relative}
         if result.steps:
             train_losses.append(result.final_loss / float(y_train.var()))
         per_layer = scores["merge_distance"].mean(0)
         if not torch.isnan(per_layer).any():
-            metrics[f"{structure}/merge_distance"] = float(per_layer.mean())
-            distances.append(metrics[f"{structure}/merge_distance"])
+            outcomes["merge_distance"] = scores["merge_distance"].double().mean(1).numpy()
+            metrics[f"{structure}/merge_distance"] = float(outcomes["merge_distance"].mean())
+            distances.append(outcomes["merge_distance"])
+        examples.add(f"planted/{structure}", np.arange(len(relative)), **outcomes)
+        examples.metric(f"{structure}/loss", f"planted/{structure}", "relative_error")
+        if "merge_distance" in outcomes:
+            examples.metric(f"{structure}/merge_distance", f"planted/{structure}", "merge_distance")
         for layer, value in enumerate(per_layer.tolist()):
             cells.append({"structure": structure, "layer": layer, "merge_distance": None if value != value else value})
         if number == 0:
             params = parameter_counts(model)
-    metrics["loss"] = sum(losses) / len(losses)
+    sets = [f"planted/{s}" for s in task.structures]  # equal sizes: the mean over structures is the mean over their sequences
+    metrics["loss"] = float(np.concatenate(losses).mean())
+    examples.metric("loss", sets, "relative_error")
     if len(distances) == len(task.structures):
-        metrics["merge_distance"] = sum(distances) / len(distances)
+        metrics["merge_distance"] = float(np.concatenate(distances).mean())
+        examples.metric("merge_distance", sets, "merge_distance")
     if train_losses:
         metrics["train_loss"] = sum(train_losses) / len(train_losses)
     goals = {**GOALS, **{f"{s}/{m}": "min" for s in task.structures for m in ("loss", "merge_distance")}}
-    return TaskResult(metrics=metrics, goals=goals, primary="loss", cells={"layers": cells}, timings=timings, params=params)
+    bounds = {k: (0.0, None) for k in metrics}
+    return TaskResult(metrics=metrics, goals=goals, primary="loss", cells={"layers": cells}, timings=timings, params=params,
+                      bounds=bounds, examples=examples)

@@ -327,12 +327,15 @@ CorpusData = Annotated[Union[ShakespeareData, WikiTextData], Field(discriminator
 
 class PerplexityEval(Strict):
     """Sliding-window perplexity (``metrics/perplexity.py``): windows of ``context`` tokens
-    (default: the training context) moved by ``stride``; ``max_tokens`` caps each test text;
-    ``kjv`` adds the King James Bible as a domain-shift test."""
+    (default: the training context) moved by ``stride``; ``max_tokens`` caps each split's token
+    stream (its texts joined); ``tokens_per_text`` scores the first that many tokens of *every*
+    text of a split instead (each held-out work, each book of the Bible), joined by the
+    end-of-text token; ``kjv`` adds the King James Bible as a domain-shift test."""
 
     context: PositiveInt | None = None
     stride: PositiveInt | None = None
     max_tokens: PositiveInt | None = None
+    tokens_per_text: PositiveInt | None = None
     batch_size: PositiveInt = 16
     kjv: bool = False
 

@@ -6,7 +6,8 @@ tokens; each block trains next-token prediction at its ``context`` positions (me
 cross-entropy). Evaluation: perplexity of each held-out text by the sliding-window
 protocol of ``metrics/perplexity.py`` (windows of ``eval.context`` tokens, default the
 training context, moved by ``eval.stride``, default half a window), optionally on the
-first ``eval.max_tokens`` tokens only. ``ppl`` is the test split's (the primary metric),
+first ``eval.max_tokens`` tokens only, or on the first ``eval.tokens_per_text`` tokens of
+every held-out text. ``ppl`` is the test split's (the primary metric),
 ``val_ppl`` the validation split's, ``kjv_ppl`` the King James Bible's (domain shift).
 """
 
@@ -49,9 +50,10 @@ class TokenBlocks(Dataset):
         return self.tokens[start : start + self.context], self.tokens[start + 1 : start + self.context + 1]
 
 
-def corpus_tokens(data: CorpusData, split: str, tokenizer) -> torch.Tensor:
+def corpus_tokens(data: CorpusData, split: str, tokenizer, tokens_per_text: int | None = None) -> torch.Tensor:
     """The token stream of one split of a corpus (``train``, ``validation``, ``test``), or of the
-    King James Bible (``split="kjv"``, any corpus)."""
+    King James Bible (``split="kjv"``, any corpus); with ``tokens_per_text``, the first that many
+    tokens of every text of the split, joined by the separator (the end-of-text token)."""
     from ..data.corpora import load_kjv, load_shakespeare, load_wikitext, tokenize_corpus
 
     if split == "kjv":
@@ -60,7 +62,11 @@ def corpus_tokens(data: CorpusData, split: str, tokenizer) -> torch.Tensor:
         texts = load_shakespeare(split)
     else:
         texts = load_wikitext(data.name, split, path=data.path)
-    return tokenize_corpus(texts, tokenizer)
+    if tokens_per_text is None:
+        return tokenize_corpus(texts, tokenizer)
+    separator = torch.tensor([tokenizer.eos_token_id], dtype=torch.long)
+    heads = [tokenize_corpus([text], tokenizer)[:tokens_per_text] for text in texts]
+    return torch.cat([part for head in heads for part in (separator, head)][1:])
 
 
 def next_token_loss(output, targets: torch.Tensor) -> torch.Tensor:
@@ -135,7 +141,7 @@ def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, m
     metrics, goals, cells = {}, {}, []
     examples = PerExample()
     for split, prefix in (("test", ""), ("validation", "val_"), *([("kjv", "kjv_")] if task.eval.kjv else [])):
-        tokens = corpus_tokens(task.data, split, model.tokenizer)[:max_tokens]
+        tokens = corpus_tokens(task.data, split, model.tokenizer, task.eval.tokens_per_text)[:max_tokens]
         scores, windows = perplexity(model, tokens, context, stride, ctx)
         metrics.update({prefix + "ppl": scores["ppl"], prefix + "nll": scores["nll"]})
         examples.add(f"perplexity/{split}", windows.pop("id"), **windows)

@@ -55,14 +55,14 @@ import os, sys
 from namex_bench.cli import main
 from namex_bench.runner import runner
 
-write = runner.write_json_atomic
+write = runner.write_bytes_atomic
 
-def logged_write(path, obj):
+def logged_write(path, data):
     with open(os.environ["NAMEX_BENCH_TEST_WRITES"], "a") as log:
         log.write(f"{os.environ['RANK']} {path.name}\\n")
-    write(path, obj)
+    write(path, data)
 
-runner.write_json_atomic = logged_write
+runner.write_bytes_atomic = logged_write
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -26,7 +26,7 @@ methods:
 models:
   - name: vit_tiny
     builder: vit_moe
-    params: {patch_size: 14, embed_dim: 16, depth: 2, num_heads: 2, mlp_ratio: 2.0, moe_blocks: every, num_experts: 2}
+    params: {patch_size: 14, embed_dim: 16, depth: 3, num_heads: 2, mlp_ratio: 2.0, moe_blocks: every, num_experts: 2}
 tasks:
   - name: mnist
     type: image_classification

@@ -66,9 +66,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 LIMIT = "8"  # 8 training blocks of 32 tokens: 2 steps of 4
-# absolute, on losses ≈ 10.8: smoe's switch loss is per rank (measured 1.1e-3 on train_loss,
-# 3.3e-4 on nll after 2 steps at lr 1e-2); namex_mom has no auxiliary loss (measured ≤ 6e-8)
-TOLERANCE = {"smoe": 3e-3, "namex_mom": 1e-6}
+# absolute, on losses ≈ 10.8: the switch loss's dispatch fractions are per rank, for every method
+# (measured after 2 steps at lr 1e-2 — smoe: 2.8e-5 on train_loss, 1.0e-3 on nll; namex_mom, whose
+# dense routing sends a gradient from that loss to every router logit: 8.9e-4 and 2.8e-3)
+TOLERANCE = {"smoe": 3e-3, "namex_mom": 6e-3}
 
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available")

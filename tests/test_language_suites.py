@@ -141,12 +141,13 @@ def test_llm_zeroshot_suite_dry_runs_on_tiny_moe_llms(tmp_path, check_examples):
 
 def test_a_task_on_a_model_of_the_wrong_kind_is_one_clean_error(tmp_path, capsys):
     suite = yaml.safe_load((SUITES / "quickstart.yaml").read_text())
-    del suite["tasks"][1]["models"]  # text classification on every model, the ViT included
+    index = next(i for i, t in enumerate(suite["tasks"]) if t["type"] == "image_classification")
+    del suite["tasks"][index]["models"]  # image classification on every model, the planted student included
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "tasks[1].type" in err and "needs text_classifier models" in err and "vit_moe_tiny" in err and "Traceback" not in err
+    assert f"tasks[{index}].type" in err and "needs image_classifier models" in err and "planted_student" in err and "Traceback" not in err
 
 
 def test_a_task_naming_an_unknown_model_is_one_clean_error(tmp_path, capsys):

@@ -220,9 +220,11 @@ def set_epoch(data: DataLoader, epoch: int) -> None:
 def gather_strided(values: np.ndarray) -> np.ndarray:
     """The per-example ``values`` of every rank in dataset order: rank ``r`` of ``W`` holds
     examples ``r, r + W, …`` (as :func:`eval_loader` deals them), so the result has
-    ``result[r::W] = values of rank r``. Unchanged when not distributed."""
+    ``result[r::W] = values of rank r``. Unchanged when not distributed; raises
+    :class:`PeerFailure` instead if another rank's run has failed (the failure protocol)."""
     if not dist.is_initialized():
         return values
+    check_peers()
     parts: list = [None] * world_size()
     dist.all_gather_object(parts, np.asarray(values))
     out = np.empty(sum(len(p) for p in parts), dtype=parts[0].dtype)

@@ -219,7 +219,7 @@ def _is_ok_record(path: Path, stale_digest: str | None = None) -> bool:
     record = load_record(path) if path.is_file() else None
     if not (isinstance(record, dict) and record["status"] == "ok"):
         return False
-    return stale_digest is None or ((record.get("code") or {}).get("method") or {}).get("digest", "unknown") != stale_digest
+    return stale_digest is None or method_digest(record) != stale_digest
 
 
 def _agreed(state: str, device: torch.device) -> str:
@@ -350,6 +350,11 @@ def code_fingerprint(run: RunSpec) -> dict:
     return {"method": method_fingerprint(get_method(run.method.name))}
 
 
+def method_digest(record: dict) -> str:
+    """The code digest of the method that wrote ``record`` (``"unknown"`` for a record without one)."""
+    return ((record.get("code") or {}).get("method") or {}).get("digest") or "unknown"
+
+
 def stale_records(records: list[dict], runs: list[RunSpec]) -> dict[str, str]:
     """``{key: the record's code digest}`` of the finished runs whose method's code is not the
     code that wrote their record (a record without a fingerprint counts as stale)."""
@@ -361,9 +366,9 @@ def stale_records(records: list[dict], runs: list[RunSpec]) -> dict[str, str]:
         name = wanted.get(record["key"])
         if name is None or record.get("status") != "ok":
             continue
-        digest = ((record.get("code") or {}).get("method") or {}).get("digest")
+        digest = method_digest(record)
         if digest != current[name]:
-            stale[record["key"]] = digest or "unknown"
+            stale[record["key"]] = digest
     return stale
 
 

@@ -82,3 +82,18 @@ def check_examples():
         return found
 
     return check
+
+
+@pytest.fixture
+def clean_registry():
+    """Restore the registry (and its loaded flags) after a test that registers methods."""
+    import namex_bench
+    from namex_bench.methods import registry
+
+    namex_bench.available_methods()  # built-ins loaded before the snapshot
+    methods, loaded = dict(registry._METHODS), dict(registry._loaded)
+    yield registry
+    registry._METHODS.clear()
+    registry._METHODS.update(methods)
+    registry._loaded.clear()
+    registry._loaded.update(loaded)

@@ -122,7 +122,6 @@ def test_router_per_matrix_is_refused_where_it_has_no_meaning():
         MoELayer(ExpertSpec(D, H), N, "smear", {"router": "per_expert"})
 
 
-@register_method("test_one_stage_merge")
 class OneStageMerge(MergingMethod):
     """A method that merges every matrix at once (ignores a router per weight matrix)."""
 
@@ -133,7 +132,8 @@ class OneStageMerge(MergingMethod):
         return MergeOutput(ffn(inputs.tokens, merged, self.spec), inputs.state.advanced())
 
 
-def test_a_method_that_ignores_the_output_matrices_router_is_one_clear_error():
+def test_a_method_that_ignores_the_output_matrices_router_is_one_clear_error(clean_registry):
+    register_method("test_one_stage_merge")(OneStageMerge)  # registered for this test only
     layer = MoELayer(ExpertSpec(D, H), N, "test_one_stage_merge", {"router": "per_matrix"})
     with pytest.raises(RuntimeError, match="run_merged"):
         layer(torch.randn(2, 3, D))

@@ -19,18 +19,6 @@ BUILTIN = {"smoe", "smear", "topk_merge", "camex", "ep_camex", "namex", "namex_m
 SPEC = ExpertSpec(8, 16)
 
 
-@pytest.fixture
-def clean_registry():
-    """Restore the registry (and its loaded flags) after a test that registers methods."""
-    namex_bench.available_methods()  # built-ins loaded before the snapshot
-    methods, loaded = dict(registry._METHODS), dict(registry._loaded)
-    yield registry
-    registry._METHODS.clear()
-    registry._METHODS.update(methods)
-    registry._loaded.clear()
-    registry._loaded.update(loaded)
-
-
 def test_builtin_methods_are_registered_with_descriptions():
     methods = namex_bench.available_methods()
     assert BUILTIN <= set(methods)

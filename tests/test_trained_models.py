@@ -13,12 +13,25 @@ pytestmark = pytest.mark.slow  # a minute on 2 cores
 
 
 def quickstart_lm(suite):
-    """The quickstart's language-modelling and lm-eval tasks on its GPT-MoE, two methods, one seed."""
+    """The quickstart's language-modelling task on its GPT-MoE and an lm-eval task finetuning the same way, two methods, one seed."""
     suite["seeds"] = [0]
     suite["methods"] = [{"name": "smear"}, {"name": "namex_mom"}]
     suite["models"] = [m for m in suite["models"] if m["name"] == "gpt_moe_tiny"]
-    suite["tasks"] = [t for t in suite["tasks"] if t["name"] in ("shakespeare", "mmlu_arc")]
-    suite["tasks"][1]["tasks"] = ["arc_easy"]
+    suite["tasks"] = [t for t in suite["tasks"] if t["name"] == "shakespeare"]
+    lm = suite["tasks"][0]
+    suite["tasks"].append(
+        {
+            "name": "mmlu_arc",
+            "type": "lm_eval",
+            "models": ["gpt_moe_tiny"],
+            "ranked": False,
+            "tasks": ["arc_easy"],
+            "source": "offline",
+            "limit": 8,
+            "num_fewshot": 0,
+            "finetune": {"data": lm["data"], "context": lm["context"], "train": lm["train"]},
+        }
+    )
 
 
 def test_the_lm_eval_task_reuses_the_model_the_language_modelling_task_trained(tmp_path, monkeypatch):

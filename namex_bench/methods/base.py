@@ -301,7 +301,7 @@ class MergingMethod(nn.Module):
         spec = self.spec
         if inputs.route_hidden is None:
             (names,) = self.merged_stages(inputs)
-            return ffn(inputs.tokens, merge(inputs.scores, names), spec)
+            return self.apply_merged(inputs.tokens, merge(inputs.scores, names))
         input_stage, output_stage = self.merged_stages(inputs)
         hidden = ffn_hidden(inputs.tokens, merge(inputs.scores, input_stage), spec)
         return ffn_output(hidden, merge(inputs.route_hidden(hidden), output_stage), spec)

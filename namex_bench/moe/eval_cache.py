@@ -73,18 +73,18 @@ class MergeCache:
     def __init__(self, model: nn.Module):
         self.layers = [] if _sharded(model) else [m for m in model.modules() if isinstance(m, MoELayer)]
         self._entries: dict[MoELayer, _Entry] = {}
-        self._detached: list[list] = []
+        self._previous: list[list] = []  # per entry of this cache: the caches the layers had before
         self.computed = 0
         self.reused = 0
 
     def __enter__(self) -> MergeCache:
-        self._detached.append([layer.merge_cache for layer in self.layers])
+        self._previous.append([layer.merge_cache for layer in self.layers])
         for layer in self.layers:
             layer.merge_cache = self
         return self
 
     def __exit__(self, *exc) -> None:
-        for layer, previous in zip(self.layers, self._detached.pop()):
+        for layer, previous in zip(self.layers, self._previous.pop()):
             layer.merge_cache = previous
         self.clear()
 

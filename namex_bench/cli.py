@@ -7,7 +7,7 @@
     namex-bench verify SUITE            rerun the cheapest record of each task family and compare its metrics
     namex-bench list methods            every registered merging method
     namex-bench list compression        every registered compression method
-    namex-bench bench layers [...]      forward+backward time per method vs a dense FFN
+    namex-bench bench layers [...]      forward+backward time per method vs a dense FFN (--eval: evaluation throughput)
     namex-bench bench nbs [...]         nash_bargaining vs the Nash-MTL reference (cvxpy/ECOS)
     namex-bench selfcheck [--device D]  the first thing to run on a new machine: a pass/fail table
     namex-bench bench calibration [...] tokens/s and peak memory of the compression calibration pass
@@ -306,7 +306,7 @@ def _print_rows(rows: list[dict], setup: str, json_path: str | None) -> None:
 
 
 def _cmd_bench_layers(args: argparse.Namespace) -> None:
-    from .bench.layers import LayerBenchConfig, run_layer_bench
+    from .bench.layers import LayerBenchConfig, run_layer_bench, run_layer_eval_bench
     from .device import autocast_dtype, resolve_device
 
     methods = _check_methods(args.methods, "--methods")
@@ -316,7 +316,8 @@ def _cmd_bench_layers(args: argparse.Namespace) -> None:
         experts=args.experts, kind=args.kind, methods=methods, repeats=args.repeats,
         warmup=args.warmup,
     )
-    rows, setup = run_layer_bench(cfg, device, autocast_dtype(device, args.precision))
+    bench = run_layer_eval_bench if args.eval else run_layer_bench
+    rows, setup = bench(cfg, device, autocast_dtype(device, args.precision))
     _print_rows(rows, setup, args.json)
 
 
@@ -533,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
     layers.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:1, ...")
     layers.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="auto: bf16 autocast on GPUs that support it")
+    layers.add_argument("--eval", action="store_true", help="evaluation throughput instead: forward only, eval mode, no grad, "
+                        "with the evaluation cache (and without it), relative to smoe and smear")
     layers.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     layers.set_defaults(func=_cmd_bench_layers)
 

@@ -97,3 +97,20 @@ def clean_registry():
     registry._METHODS.update(methods)
     registry._loaded.clear()
     registry._loaded.update(loaded)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A tiny ImageFolder (two classes, 8 training and 2 test images each, 40×40 RGB): its training
+    transform crops and flips at random."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("val", 2)):
+        for label in ("a", "b"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return tmp_path

@@ -29,6 +29,18 @@ def test_bench_layers_runs_and_reports_ratios(capsys, tmp_path):
     assert all(row["fwd+bwd ms"] > 0 for row in rows.values())
 
 
+def test_bench_layers_eval_reports_throughput_relative_to_smoe_and_smear(capsys, tmp_path):
+    path = tmp_path / "eval.json"
+    code = main(["bench", "layers", "--eval", "--batch", "2", "--seq-len", "8", "--d-model", "16", "--experts", "4",
+                 "--repeats", "2", "--warmup", "1", "--device", "cpu", "--json", str(path)])
+    assert code == 0
+    table = json.loads(path.read_text())
+    rows = {row["layer"]: row for row in table["rows"]}
+    assert set(rows) == {"dense FFN", *available_methods()} and "no grad" in table["setup"]
+    assert rows["smoe"]["tokens/s vs smoe"] == 1.0 and rows["smear"]["tokens/s vs smear"] == 1.0
+    assert all(row["eval ms"] > 0 and row["uncached ms"] > 0 and row["cache speed-up"] > 0 for row in rows.values())
+
+
 def test_bench_nbs_agrees_with_reference(capsys, tmp_path):
     pytest.importorskip("cvxpy")
     path = tmp_path / "nbs.json"

@@ -8,10 +8,8 @@ in the first, noisy gating or none).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from namex_bench.methods.registry import available_methods
 from namex_bench.models.registry import get_builder
@@ -90,19 +88,6 @@ def test_component_seeds_are_fixed_and_distinct():
 
 
 # ---------------------------------------------------------------------------- one training run
-
-
-@pytest.fixture
-def image_folder(tmp_path):
-    """A tiny ImageFolder (two classes, 8 images each): its training transform crops and flips at random."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("val", 2)):
-        for label in ("a", "b"):
-            folder = tmp_path / split / label
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return tmp_path
 
 
 def first_steps(image_folder, method: str, monkeypatch) -> dict[str, list[torch.Tensor]]:

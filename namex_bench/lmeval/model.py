@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..models.moe_model import MoEModel
+from ..moe.eval_cache import MergeCache
 
 
 def causal_lm_backbone(model: nn.Module) -> nn.Module:
@@ -51,7 +52,8 @@ def lm_eval_model(model: nn.Module, tokenizer: Any | None = None, *, batch_size:
                   autocast_dtype: torch.dtype | None = None) -> Iterator[Any]:
     """Yield an lm-eval ``HFLM`` around ``model`` (moved to ``device`` — ``None``: left where it
     is, e.g. spread over several GPUs — in eval mode, no grad, under ``autocast_dtype`` autocast
-    if given — a run evaluates in its own precision — with float32 logits).
+    if given — a run evaluates in its own precision — with float32 logits, and each MoE layer's
+    parameter-only parts computed once: :class:`~namex_bench.moe.eval_cache.MergeCache`).
 
     For an :class:`MoEModel` the backbone is wrapped inside ``model.standalone()``. The
     model's training flag is restored on exit (its device is not)."""
@@ -67,7 +69,7 @@ def lm_eval_model(model: nn.Module, tokenizer: Any | None = None, *, batch_size:
     precision = torch.autocast(torch.device(device).type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None)
     hook = backbone.register_forward_hook(_float32_logits)
     try:
-        with standalone, torch.no_grad(), precision:
+        with standalone, MergeCache(model), torch.no_grad(), precision:
             yield HFLM(pretrained=backbone, tokenizer=tokenizer, batch_size=batch_size)
     finally:
         hook.remove()

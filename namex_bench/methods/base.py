@@ -75,7 +75,10 @@ class MergeInputs:
     ``route_hidden`` — with a router per weight matrix, the router of the output matrices:
     the scores ``[G, N]`` of the groups' hidden states ``[G, L, d_hidden]`` (pooled as the
     tokens are); ``None`` when one router's scores merge every matrix. Methods that merge
-    call :meth:`MergingMethod.run_merged`, which uses it.
+    call :meth:`MergingMethod.run_merged`, which uses it. ``parameter_cache`` — in evaluation
+    (:class:`~namex_bench.moe.eval_cache.MergeCache`), ``parameter_cache(compute)`` returns the
+    layer's parameter-only parts, computed by ``compute()`` once per model state; ``None``: compute
+    them in every pass (training, or no cache). Methods read it through :meth:`MergingMethod.parts`.
     """
 
     tokens: Tensor
@@ -86,6 +89,7 @@ class MergeInputs:
     moe_index: int
     top_k: int | None = None
     route_hidden: Callable[[Tensor], Tensor] | None = None
+    parameter_cache: Callable[[Callable[[], Any]], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,11 @@ class MergingMethod(nn.Module):
         """Whether ``part`` is switched off (inside :meth:`ablated`); a method's forward reads it."""
         return part in self._ablated
 
+    @property
+    def active_ablations(self) -> frozenset[str]:
+        """The parts switched off now (inside :meth:`ablated`)."""
+        return self._ablated
+
     @classmethod
     def resolve_top_k(cls, num_experts: int, top_k: int | None = None) -> int:
         """The router's ``k``: ``top_k`` if given, else ``N`` for dense methods, else
@@ -258,6 +267,21 @@ class MergingMethod(nn.Module):
     def forward(self, inputs: MergeInputs) -> MergeOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def parameter_parts(self, inputs: MergeInputs) -> Any:
+        """What :meth:`forward` computes from parameters alone — from the experts, the base expert,
+        the state from the layer below and the method's own parameters, never from the tokens or the
+        scores — e.g. the CAMEx family's domain vectors, Nash weights and propagated base. A method
+        that has such parts computes them here and reads them through :meth:`parts`, so that
+        evaluation computes them once per model state; by default it has none (``None``)."""
+        return None
+
+    def parts(self, inputs: MergeInputs) -> Any:
+        """:meth:`parameter_parts` of this pass: from the evaluation cache when the layer has one
+        (``inputs.parameter_cache``), else computed now."""
+        if inputs.parameter_cache is None:
+            return self.parameter_parts(inputs)
+        return inputs.parameter_cache(lambda: self.parameter_parts(inputs))
+
     def apply_merged(self, tokens: Tensor, merged: ExpertParams | MergedExperts) -> Tensor:
         """Every group's tokens through its own merged expert: ``[G, L, d_out]`` (one router; see
         :func:`~namex_bench.moe.experts.ffn`)."""
@@ -276,6 +300,16 @@ class MergingMethod(nn.Module):
         """
         spec = self.spec
         if inputs.route_hidden is None:
-            return self.apply_merged(inputs.tokens, merge(inputs.scores, tuple(spec.param_shapes)))
-        hidden = ffn_hidden(inputs.tokens, merge(inputs.scores, spec.stage_params(output=False)), spec)
-        return ffn_output(hidden, merge(inputs.route_hidden(hidden), spec.stage_params(output=True)), spec)
+            (names,) = self.merged_stages(inputs)
+            return self.apply_merged(inputs.tokens, merge(inputs.scores, names))
+        input_stage, output_stage = self.merged_stages(inputs)
+        hidden = ffn_hidden(inputs.tokens, merge(inputs.scores, input_stage), spec)
+        return ffn_output(hidden, merge(inputs.route_hidden(hidden), output_stage), spec)
+
+    def merged_stages(self, inputs: MergeInputs) -> tuple[tuple[str, ...], ...]:
+        """The ``names`` :meth:`run_merged` asks ``merge`` for, in order: every parameter (one
+        router), or the input stage's and then the output stage's (a router per weight matrix)."""
+        spec = self.spec
+        if inputs.route_hidden is None:
+            return (tuple(spec.param_shapes),)
+        return spec.stage_params(output=False), spec.stage_params(output=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from ..moe.experts import ExpertParams, MergedExperts, combine, merge_around, soft_merge, subset
+from ..moe.state import PropagationState
 from .base import BaseExpert, MergeFn, MergeInputs, MergeOutput, MergingMethod, Preset
 from .curvature import KroneckerCurvature
 from .registry import register_method
@@ -31,6 +33,22 @@ CAMEX_REFERENCE_SOURCE = (
     "means over padding too, no Dropout2d (the code applies it only without TIES). The scripts' model side is "
     "the suite's to set: num_experts 7 (k = 7), aux_loss cv2 with coefficient 1e-2, first_segment self"
 )
+
+
+@dataclass(frozen=True)
+class CurvatureParts:
+    """What a CAMEx-family layer computes from parameters alone (:meth:`CAMEx.parameter_parts`):
+    the layer's base ``E_m^l``, the merge's terms ``mask_i ⊙ τ̃_i``, the state for the layer above
+    and its diagnostics; and where fixed weights ``[N]`` replace the router's scores
+    (``merge_weights``: ``namex``'s α̂ in the merge), the merged experts themselves, one shared by
+    every group, per name tuple that :meth:`~namex_bench.methods.base.MergingMethod.run_merged` asks for."""
+
+    base: ExpertParams
+    terms: ExpertParams
+    state: PropagationState
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    merge_weights: torch.Tensor | None = None
+    shared: dict[tuple[str, ...], MergedExperts] | None = None
 
 
 def ties_mask(tau: ExpertParams) -> ExpertParams:
@@ -89,23 +107,57 @@ class CAMEx(MergingMethod):
         tau = combine(experts, base, lambda e, b: e - b.unsqueeze(0))
         return tau, tau if self.is_ablated("curvature") else self.curvature(tau)
 
+    def merge_terms(self, tau: ExpertParams, tau_tilde: ExpertParams) -> ExpertParams:
+        """The terms the merge weighs: ``mask_i ⊙ τ̃_i`` (TIES), or ``τ̃_i``."""
+        return combine(tau_tilde, ties_mask(tau), torch.mul) if self.mask == "ties" else tau_tilde
+
     def merge(self, base: ExpertParams, tau: ExpertParams, tau_tilde: ExpertParams, scores: torch.Tensor) -> MergedExperts:
         """``Ê_g = E_m + Σ_i s_gi · mask_i ⊙ τ̃_i`` for every group ``g`` (and every parameter of ``tau``),
         each (group, expert) term dropped with probability ``expert_dropout`` in training."""
-        if self.mask == "ties":
-            tau_tilde = combine(tau_tilde, ties_mask(tau), torch.mul)
-        scores = F.dropout(scores, self.expert_dropout, self.training) if self.expert_dropout else scores
-        return merge_around(base, scores, tau_tilde)
+        return self.merged(base, self.merge_terms(tau, tau_tilde), scores)
 
-    def merge_fn(self, inputs: MergeInputs, base: ExpertParams, tau: ExpertParams, tau_tilde: ExpertParams) -> MergeFn:
+    def merged(self, base: ExpertParams, terms: ExpertParams, scores: torch.Tensor) -> MergedExperts:
+        """:meth:`merge` from its terms (:meth:`merge_terms`)."""
+        scores = F.dropout(scores, self.expert_dropout, self.training) if self.expert_dropout else scores
+        return merge_around(base, scores, terms)
+
+    def merge_fn(self, inputs: MergeInputs, base: ExpertParams, terms: ExpertParams) -> MergeFn:
         """``merge(scores, names)`` for :meth:`run_merged`: the curvature-aware merge, or the plain
         top-k sum when ``topk_fallback`` and ``2k < N``."""
         if self.topk_fallback and 2 * (inputs.top_k or self.num_experts) < self.num_experts:
             experts = inputs.bank.params()
             return lambda scores, names: soft_merge(scores, subset(experts, names))
-        return lambda scores, names: self.merge(subset(base, names), subset(tau, names), subset(tau_tilde, names), scores)
+        return lambda scores, names: self.merged(subset(base, names), subset(terms, names), scores)
+
+    def layer_base(self, inputs: MergeInputs) -> ExpertParams:
+        """``E_m`` for this layer: the layer's own."""
+        return inputs.base
+
+    def handed_up(self, inputs: MergeInputs, base: ExpertParams, tau_tilde: ExpertParams) -> tuple[PropagationState, dict[str, torch.Tensor], torch.Tensor | None]:
+        """The state for the layer above, diagnostics, and the weights ``[N]`` that replace every
+        group's scores in the merge (``None``: the router's scores merge)."""
+        return inputs.state.advanced(), {}, None
+
+    def parameter_parts(self, inputs: MergeInputs) -> CurvatureParts:
+        """``E_m^l``, the terms ``mask ⊙ τ̃``, the state for the layer above — and, where fixed
+        weights replace the scores (and no expert dropout draws per group), the merged experts."""
+        base = self.layer_base(inputs)
+        tau, tau_tilde = self.domain_vectors(inputs.bank.params(), base)
+        state, stats, weights = self.handed_up(inputs, base, tau_tilde)
+        terms = self.merge_terms(tau, tau_tilde)
+        shared = None
+        if weights is not None and not (self.training and self.expert_dropout):
+            merge = self.merge_fn(inputs, base, terms)
+            shared = {names: merge(weights.unsqueeze(0), names) for names in self.merged_stages(inputs)}
+        return CurvatureParts(base, terms, state, stats, weights, shared)
 
     def forward(self, inputs: MergeInputs) -> MergeOutput:
-        tau, tau_tilde = self.domain_vectors(inputs.bank.params(), inputs.base)
-        output = self.run_merged(inputs, self.merge_fn(inputs, inputs.base, tau, tau_tilde))
-        return MergeOutput(output, inputs.state.advanced())
+        parts = self.parts(inputs)
+        if parts.shared is not None:
+            merge = lambda scores, names: parts.shared[names]  # noqa: E731
+        else:
+            merge = self.merge_fn(inputs, parts.base, parts.terms)
+            if parts.merge_weights is not None:
+                by_scores = merge
+                merge = lambda scores, names: by_scores(parts.merge_weights.to(scores.dtype).expand_as(scores), names)  # noqa: E731
+        return MergeOutput(self.run_merged(inputs, merge), parts.state, parts.stats)

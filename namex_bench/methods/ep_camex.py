@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..moe.experts import ExpertParams, combine
 from ..moe.state import PropagationState
-from .base import BaseExpert, MergeInputs, MergeOutput, ModelFacts, Preset
+from .base import BaseExpert, MergeInputs, ModelFacts, Preset
 from .camex import CAMEX_REFERENCE, CAMEX_REFERENCE_SOURCE, CAMEx
 from .registry import register_method
 
@@ -104,10 +104,7 @@ class EPCAMEx(CAMEx):
         """``E_m^{l+1} = E_m^l + γ · d^l``."""
         return self.handed_on(state, combine(base, d, lambda b, step: b + self.effective_gamma * step))
 
-    def forward(self, inputs: MergeInputs) -> MergeOutput:
-        base = self.layer_base(inputs)
-        tau, tau_tilde = self.domain_vectors(inputs.bank.params(), base)
-        output = self.run_merged(inputs, self.merge_fn(inputs, base, tau, tau_tilde))
+    def handed_up(self, inputs: MergeInputs, base: ExpertParams, tau_tilde: ExpertParams) -> tuple[PropagationState, dict[str, Tensor], Tensor | None]:
+        """The propagated base ``E_m^{l+1}`` (:meth:`propagate` along :meth:`direction`); the scores merge."""
         d, stats = self.direction(tau_tilde)
-        state = self.propagate(inputs.state, base, d)
-        return MergeOutput(output, state, stats)
+        return self.propagate(inputs.state, base, d), stats, None

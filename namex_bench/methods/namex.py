@@ -7,8 +7,9 @@ from torch import Tensor
 
 from ..moe.experts import ExpertParams, gram, weighted_sum
 from ..moe.router import at_least_float32
+from ..moe.state import PropagationState
 from ..nash import nash_bargaining
-from .base import MergeInputs, MergeOutput, ModelFacts
+from .base import MergeInputs, ModelFacts
 from .ep_camex import EPCAMEx
 from .registry import register_method
 
@@ -76,19 +77,12 @@ class NAMEx(EPCAMEx):
                 return "ep_camex with gamma: 0 (γ = 0: the Nash weights scale a step of length 0)"
         return None
 
-    def forward(self, inputs: MergeInputs) -> MergeOutput:
-        base = self.layer_base(inputs)
-        tau, tau_tilde = self.domain_vectors(inputs.bank.params(), base)
+    def handed_up(self, inputs: MergeInputs, base: ExpertParams, tau_tilde: ExpertParams) -> tuple[PropagationState, dict[str, Tensor], Tensor | None]:
+        """``α̂`` (:meth:`nash_weights`): the step ``d^l = Σ_i α̂_i τ̃_i^l`` of the propagated base, the
+        weights of the merge, or both (``placement``); the other uses the mean and the scores."""
         alpha, stats = self.nash_weights(tau_tilde, inputs.bank.params())
-        merge = self.merge_fn(inputs, base, tau, tau_tilde)
-        if self.placement in ("merge", "both"):
-            merge_by_scores = merge
-            merge = lambda scores, names: merge_by_scores(alpha.to(scores.dtype).expand_as(scores), names)  # noqa: E731
-        output = self.run_merged(inputs, merge)
         if self.placement in ("propagation", "both"):
-            d = weighted_sum(alpha.unsqueeze(0), tau_tilde)
-            d = {name: t[0] for name, t in d.items()}
+            d = {name: t[0] for name, t in weighted_sum(alpha.unsqueeze(0), tau_tilde).items()}
         else:
             d, _ = self.direction(tau_tilde)
-        state = self.propagate(inputs.state, base, d)
-        return MergeOutput(output, state, stats)
+        return self.propagate(inputs.state, base, d), stats, alpha if self.placement in ("merge", "both") else None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..moe.experts import soft_merge, subset
+from ..moe.experts import ExpertParams, experts_mean, soft_merge, subset
+from ..moe.precision import LOW_PRECISION, compute_dtype
 from .base import MergeInputs, MergeOutput, MergingMethod, Preset
 from .registry import register_method
 
@@ -26,7 +27,18 @@ class SMEAR(MergingMethod):
         )
     }
 
+    def parameter_parts(self, inputs: MergeInputs) -> ExpertParams | None:
+        """The experts' mean ``θ̄``, the center of the merges where the matmuls run in bf16/fp16
+        (see :class:`~namex_bench.moe.experts.MergedExperts`); ``None`` where they run in the
+        weights' precision (no center is used)."""
+        if compute_dtype(inputs.tokens) not in LOW_PRECISION:
+            return None
+        return experts_mean(inputs.bank.params())
+
     def forward(self, inputs: MergeInputs) -> MergeOutput:
-        params = inputs.bank.params()
-        output = self.run_merged(inputs, lambda scores, names: soft_merge(scores, subset(params, names)))
-        return MergeOutput(output, inputs.state.advanced())
+        params, mean = inputs.bank.params(), self.parts(inputs)
+
+        def merge(scores, names):
+            return soft_merge(scores, subset(params, names), mean=None if mean is None else subset(mean, names))
+
+        return MergeOutput(self.run_merged(inputs, merge), inputs.state.advanced())

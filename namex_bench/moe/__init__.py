@@ -1,5 +1,6 @@
 """The MoE layer: experts, router, pooling units, auxiliary losses, cross-layer state, upcycling."""
 
+from .eval_cache import MergeCache
 from .experts import ExpertBank, ExpertParams, ExpertSpec
 from .layer import MoELayer, MoEOutput
 from .router import Router, Routing
@@ -10,6 +11,7 @@ __all__ = [
     "ExpertBank",
     "ExpertParams",
     "ExpertSpec",
+    "MergeCache",
     "MoELayer",
     "MoEOutput",
     "PropagationState",

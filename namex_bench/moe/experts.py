@@ -178,12 +178,15 @@ class MergedExperts:
     expert materialised where its matmuls run in the weights' precision, and as center and
     delta separately where they run narrower (bf16/fp16), so that the narrow type rounds
     each group's difference from the center at its own scale, not at the weights' (see
-    ``moe/precision.py``). Every part is computed in float32 or wider.
+    ``moe/precision.py``). Every part is computed in float32 or wider, once per merge.
+    ``weights [1, N]`` is one merged expert shared by every group (e.g. ``namex``'s Nash
+    weights in place of the scores): :func:`ffn` broadcasts it over the groups.
     """
 
     weights: Tensor  # [G, N]
     terms: ExpertParams  # [N, ...]
     base: ExpertParams | None = None  # no expert axis
+    mean: ExpertParams | None = None  # base=None: the experts' mean (:func:`experts_mean`), if already at hand
 
     @cached_property
     def parts(self) -> tuple[ExpertParams, ExpertParams]:
@@ -192,14 +195,18 @@ class MergedExperts:
         return center, self.deltas(center)
 
     def materialise(self) -> ExpertParams:
-        """``Ê_g`` for every group: ``name → [G, ...]``."""
+        """``Ê_g`` for every group: ``name → [G, ...]``, computed once per merge."""
+        return self._materialised
+
+    @cached_property
+    def _materialised(self) -> ExpertParams:
         return weighted_sum(self.weights, self.terms, offset=self.base)
 
     def center(self) -> ExpertParams:
         """The point the merge is taken around: the base, or the experts' mean."""
         if self.base is not None:
             return self.base
-        return {name: at_least_float32(t).mean(0) for name, t in self.terms.items()}
+        return self.mean if self.mean is not None else experts_mean(self.terms)
 
     def deltas(self, center: ExpertParams | None = None) -> ExpertParams:
         """``Ê_g − center`` for every group: ``name → [G, ...]`` (``center``: :meth:`center`, if already at hand)."""
@@ -207,6 +214,11 @@ class MergedExperts:
         if self.base is not None:
             return merged
         return {name: merged[name] - c for name, c in (center or self.center()).items()}
+
+
+def experts_mean(params: ExpertParams) -> ExpertParams:
+    """``θ̄ = (1/N) Σ_i θ_i`` for every parameter, in float32 or wider: ``[N, ...] → [...]``."""
+    return {name: at_least_float32(t).mean(0) for name, t in params.items()}
 
 
 def ffn(x: Tensor, params: ExpertParams | MergedExperts, spec: ExpertSpec) -> Tensor:
@@ -236,7 +248,7 @@ def _linear_t(inp_t: Tensor, params: ExpertParams | MergedExperts, name: str) ->
     """
     if isinstance(params, MergedExperts):
         return _center_plus_delta_linear_t(inp_t, params, name)
-    weight, bias = params["w" + name], params.get("b" + name)
+    weight, bias = _per_group(params["w" + name], inp_t), params.get("b" + name)
     if bias is None:
         return torch.bmm(weight, inp_t)
     return torch.baddbmm(bias.unsqueeze(-1), weight, inp_t)
@@ -248,11 +260,17 @@ def _center_plus_delta_linear_t(inp_t: Tensor, merged: MergedExperts, name: str)
     dtype = compute_dtype(inp_t)
     inp_t = inp_t.to(dtype)
     center, deltas = merged.parts
-    out = torch.baddbmm(torch.matmul(center["w" + name].to(dtype), inp_t), deltas["w" + name].to(dtype), inp_t)
+    out = torch.baddbmm(torch.matmul(center["w" + name].to(dtype), inp_t), _per_group(deltas["w" + name].to(dtype), inp_t), inp_t)
     center_bias, delta_bias = center.get("b" + name), deltas.get("b" + name)
     if center_bias is not None:
         out = out + (center_bias.to(dtype).unsqueeze(-1) + delta_bias.to(dtype).unsqueeze(-1))
     return out
+
+
+def _per_group(weight: Tensor, inp_t: Tensor) -> Tensor:
+    """``weight [G, out, in]`` as it is, or a weight ``[1, out, in]`` shared by every group of
+    ``inp_t [G, in, L]`` broadcast to ``[G, out, in]`` (a view: nothing is copied)."""
+    return weight.expand(inp_t.shape[0], -1, -1) if weight.shape[0] == 1 else weight
 
 
 def in_compute_precision(params: ExpertParams | MergedExperts, x: Tensor) -> ExpertParams | MergedExperts:
@@ -322,12 +340,12 @@ def merge_around(base: ExpertParams, weights: Tensor, deltas: ExpertParams) -> M
     return MergedExperts(weights, deltas, base)
 
 
-def soft_merge(weights: Tensor, params: ExpertParams) -> MergedExperts:
+def soft_merge(weights: Tensor, params: ExpertParams, mean: ExpertParams | None = None) -> MergedExperts:
     """``Ē_g = Σ_i weights[g, i] · E_i`` for weights whose rows sum to 1, applied by :func:`ffn`
     around the experts' mean ``θ̄`` (``Ē_g = θ̄ + (Ē_g − θ̄)``, see :class:`MergedExperts`): for
     upcycled experts, copies of one dense FFN plus small differences, that difference is all
-    the merge adds."""
-    return MergedExperts(weights, params)
+    the merge adds. ``mean``: ``θ̄`` (:func:`experts_mean`) if already at hand."""
+    return MergedExperts(weights, params, mean=mean)
 
 
 def gram(params: ExpertParams) -> Tensor:

@@ -18,7 +18,7 @@ in and comes out explicitly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
@@ -30,6 +30,9 @@ from .experts import ExpertBank, ExpertParams, ExpertSpec, check_params
 from .pooling import FIRST_SEGMENT_ROUTING, Groups, make_groups
 from .router import Router, Routing
 from .state import PropagationState
+
+if TYPE_CHECKING:
+    from .eval_cache import MergeCache
 
 
 @dataclass
@@ -46,6 +49,9 @@ class MoEOutput:
 
 class MoELayer(nn.Module):
     """A sparse MoE FFN layer whose experts are combined by a registered merging method.
+
+    ``merge_cache``: the :class:`~namex_bench.moe.eval_cache.MergeCache` attached while one is
+    entered (evaluation), which keeps the method's parameter-only parts; ``None`` otherwise.
 
     Args:
         spec: the shape of one expert.
@@ -67,6 +73,8 @@ class MoELayer(nn.Module):
             its own stream keyed on ``(seed, "moe<moe_index>.<part>")`` (``namex_bench.seeding``),
             so the parts two methods share start equal; ``None``: torch's global generator.
     """
+
+    merge_cache: MergeCache | None = None
 
     def __init__(
         self,
@@ -209,6 +217,7 @@ class MoELayer(nn.Module):
                 moe_index=self.moe_index,
                 top_k=self.router.top_k,
                 route_hidden=route_hidden,
+                parameter_cache=None if self.merge_cache is None else self.merge_cache.for_layer(self, state, groups.tokens),
             )
         )
         self._check_output(out, groups.tokens)

@@ -13,6 +13,7 @@ from ..data.image_folder import hf_image_dataset, image_folder_dataset
 from ..data.limit import limit_dataset
 from ..data.mnist5k import load_mnist5k
 from ..models.moe_model import MoEModel, parameter_counts
+from ..moe.eval_cache import MergeCache
 from ..progress import progress
 from ..suite.schema import ImageClassificationTask, MethodEntry, ModelEntry
 from . import distributed
@@ -74,35 +75,36 @@ def run_image_classification(task: ImageClassificationTask, model_entry: ModelEn
     batch = min(task.train.batch_size, len(train_set))
     loader = distributed.train_loader(train_set, batch, seed, device=ctx.device)
     result = train(model, loader, task.train, classification_loss, ctx.device, ctx.autocast_dtype)
-    start = time.perf_counter()
-    outcomes = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size, device=ctx.device), ctx.device, ctx.autocast_dtype)
-    metrics = classifier_metrics(outcomes)
-    metrics["clean_error"] = 1.0 - metrics["top1"]
-    examples = PerExample()
-    examples.add("test", dataset_ids(test_set), **outcomes)
-    for metric, score, link in (("top1", "correct", "identity"), ("top5", "correct5", "identity"), ("loss", "loss", "identity"),
-                                ("clean_error", "correct", "complement")):
-        examples.metric(metric, "test", score, link=link)
-    if result.steps:
-        metrics["train_loss"] = result.final_loss
-    eval_s = time.perf_counter() - start
-    cells = {}
-    timings = {"train_s": result.train_s, "eval_s": eval_s, "step_s": result.step_s, "train_steps": result.steps}
-    start = time.perf_counter()
-    count = min(EXAMPLES, len(test_set))
-    images = torch.stack([test_set[i][0] for i in range(count)])
-    diagnostics = mechanism_diagnostics(model, images, ctx, f"the first {count} test images")
-    timings["diagnostics_s"] = time.perf_counter() - start
-    class_to_idx = getattr(base_dataset(train_set), "class_to_idx", None)  # the model's classes, by wnid
-    if task.eval.corruptions is not None:
+    with MergeCache(model):  # each merge's parameter-only parts once (moe/eval_cache.py)
         start = time.perf_counter()
-        cells["corruptions"] = evaluate_corruptions(model, task, test_set, ctx, class_to_idx, examples)
-        metrics.update(corruption_metrics(cells["corruptions"], task.eval.corruptions, metrics["clean_error"]))
-        timings["corruption_eval_s"] = time.perf_counter() - start
-    for prefix in ("imagenet_a", "imagenet_r"):
-        folder = getattr(task.eval, prefix)
-        if folder is not None:
-            metrics.update(evaluate_natural_shift(model, folder, task, test_set, ctx, class_to_idx, prefix, examples))
+        outcomes = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size, device=ctx.device), ctx.device, ctx.autocast_dtype)
+        metrics = classifier_metrics(outcomes)
+        metrics["clean_error"] = 1.0 - metrics["top1"]
+        examples = PerExample()
+        examples.add("test", dataset_ids(test_set), **outcomes)
+        for metric, score, link in (("top1", "correct", "identity"), ("top5", "correct5", "identity"), ("loss", "loss", "identity"),
+                                    ("clean_error", "correct", "complement")):
+            examples.metric(metric, "test", score, link=link)
+        if result.steps:
+            metrics["train_loss"] = result.final_loss
+        eval_s = time.perf_counter() - start
+        cells = {}
+        timings = {"train_s": result.train_s, "eval_s": eval_s, "step_s": result.step_s, "train_steps": result.steps}
+        start = time.perf_counter()
+        count = min(EXAMPLES, len(test_set))
+        images = torch.stack([test_set[i][0] for i in range(count)])
+        diagnostics = mechanism_diagnostics(model, images, ctx, f"the first {count} test images")
+        timings["diagnostics_s"] = time.perf_counter() - start
+        class_to_idx = getattr(base_dataset(train_set), "class_to_idx", None)  # the model's classes, by wnid
+        if task.eval.corruptions is not None:
+            start = time.perf_counter()
+            cells["corruptions"] = evaluate_corruptions(model, task, test_set, ctx, class_to_idx, examples)
+            metrics.update(corruption_metrics(cells["corruptions"], task.eval.corruptions, metrics["clean_error"]))
+            timings["corruption_eval_s"] = time.perf_counter() - start
+        for prefix in ("imagenet_a", "imagenet_r"):
+            folder = getattr(task.eval, prefix)
+            if folder is not None:
+                metrics.update(evaluate_natural_shift(model, folder, task, test_set, ctx, class_to_idx, prefix, examples))
     return TaskResult(metrics=metrics, goals=GOALS, primary="top1", cells=cells, timings=timings, params=parameter_counts(model),
                       bounds=BOUNDS, examples=examples, diagnostics=diagnostics)
 

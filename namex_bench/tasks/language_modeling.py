@@ -25,6 +25,7 @@ from ..data.limit import limit_dataset
 from ..metrics.perplexity import sum_in_order, window_nlls
 from ..models.hf_moe import HFMoEModel
 from ..models.moe_model import parameter_counts
+from ..moe.eval_cache import MergeCache
 from ..suite.schema import CorpusData, LanguageModelingTask, LMTraining, MethodEntry, ModelEntry
 from . import distributed
 from .base import RunContext, TaskResult
@@ -140,15 +141,16 @@ def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, m
         max_tokens = min(max_tokens or ctx.limit * context, ctx.limit * context)
     metrics, goals, cells = {}, {}, []
     examples = PerExample()
-    for split, prefix in (("test", ""), ("validation", "val_"), *([("kjv", "kjv_")] if task.eval.kjv else [])):
-        tokens = corpus_tokens(task.data, split, model.tokenizer, task.eval.tokens_per_text)[:max_tokens]
-        scores, windows = perplexity(model, tokens, context, stride, ctx)
-        metrics.update({prefix + "ppl": scores["ppl"], prefix + "nll": scores["nll"]})
-        examples.add(f"perplexity/{split}", windows.pop("id"), **windows)
-        examples.metric(prefix + "ppl", f"perplexity/{split}", "nll", weight="tokens", link="exp")
-        examples.metric(prefix + "nll", f"perplexity/{split}", "nll", weight="tokens")
-        goals.update({prefix + "ppl": "min", prefix + "nll": "min"})
-        cells.append({"text": split, **scores, "context": context, "stride": stride})
+    with MergeCache(model):  # each merge's parameter-only parts once (moe/eval_cache.py)
+        for split, prefix in (("test", ""), ("validation", "val_"), *([("kjv", "kjv_")] if task.eval.kjv else [])):
+            tokens = corpus_tokens(task.data, split, model.tokenizer, task.eval.tokens_per_text)[:max_tokens]
+            scores, windows = perplexity(model, tokens, context, stride, ctx)
+            metrics.update({prefix + "ppl": scores["ppl"], prefix + "nll": scores["nll"]})
+            examples.add(f"perplexity/{split}", windows.pop("id"), **windows)
+            examples.metric(prefix + "ppl", f"perplexity/{split}", "nll", weight="tokens", link="exp")
+            examples.metric(prefix + "nll", f"perplexity/{split}", "nll", weight="tokens")
+            goals.update({prefix + "ppl": "min", prefix + "nll": "min"})
+            cells.append({"text": split, **scores, "context": context, "stride": stride})
     if result.steps:
         metrics["train_loss"] = result.final_loss
         goals["train_loss"] = "min"

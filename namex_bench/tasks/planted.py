@@ -34,6 +34,7 @@ from torch.utils.data import TensorDataset
 from ..data.limit import limit_dataset
 from ..data.planted import PlantedWorld, build_world
 from ..models.moe_model import MoEModel, parameter_counts
+from ..moe.eval_cache import MergeCache
 from ..suite.schema import MethodEntry, ModelEntry, PlantedMergeTask
 from . import distributed
 from .base import RunContext, TaskResult
@@ -101,7 +102,8 @@ def run_planted_merge(task: PlantedMergeTask, model_entry: ModelEntry, method: M
         result = train(model, distributed.train_loader(train_set, batch, seed), task.train, probe_loss, ctx.device, ctx.autocast_dtype, desc=structure)
         start = time.perf_counter()
         h_eval, y_eval = (h_test, y_test) if ctx.limit is None else (h_test[: ctx.limit], y_test[: ctx.limit])
-        scores = evaluate_student(model, world, h_eval, y_eval, task.eval_batch_size)
+        with MergeCache(model):  # each merge's parameter-only parts once (moe/eval_cache.py)
+            scores = evaluate_student(model, world, h_eval, y_eval, task.eval_batch_size)
         timings["eval_s"] += time.perf_counter() - start
         timings["train_s"] += result.train_s
         timings["train_steps"] += result.steps

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.limit import limit_dataset
 from ..metrics.glue import GLUE_TASKS, glue_metrics
 from ..models.moe_model import parameter_counts
+from ..moe.eval_cache import MergeCache
 from ..progress import progress
 from ..suite.schema import MethodEntry, ModelEntry, TextClassificationTask
 from . import distributed
@@ -116,27 +117,28 @@ def run_text_classification(task: TextClassificationTask, model_entry: ModelEntr
     cells = []
     diagnostics: dict[str, Any] = {}
     examples = PerExample()
-    for test in tests:
-        dataset = limit_dataset(limit_dataset(test.dataset, task.data.test_examples), ctx.limit)
-        if not diagnostics:  # on the first test set
-            count = min(EXAMPLES, len(dataset))
-            inputs, _ = collate([dataset[i] for i in range(count)])
-            diagnostics = mechanism_diagnostics(model, inputs, ctx, f"the first {count} examples of {test.name or 'the test set'}")
-        loader = DataLoader(dataset, batch_size=task.eval.batch_size, shuffle=False, collate_fn=collate, **distributed.loader_options(ctx.device))
-        predictions, labels, losses = predict(model, loader, ctx.device, ctx.autocast_dtype, regression, desc=test.name or "test")
-        scores = {**glue_metrics(test.glue_task, predictions, labels), "loss": float(losses.astype(np.float64).mean())}
-        prefix = f"{test.name}_" if test.name else ""
-        metrics.update({prefix + k: v for k, v in scores.items()})
-        set_name = test.name or "test"
-        outcomes = {"prediction": predictions, "label": labels, "loss": losses}
-        if not regression:
-            outcomes["correct"] = (predictions == labels).astype(np.uint8)
-        examples.add(set_name, dataset_ids(dataset), **outcomes)
-        examples.metric(prefix + "loss", set_name, "loss")
-        if "accuracy" in scores:  # the GLUE metrics that are means of per-example outcomes
-            examples.metric(prefix + "accuracy", set_name, "correct")
-        goals.update({prefix + k: GLUE_TASKS[test.glue_task].get(k, "min") for k in scores})
-        cells.append({"test_set": test.name or "test", "glue_task": test.glue_task, "examples": len(dataset), **scores})
+    with MergeCache(model):  # each merge's parameter-only parts once (moe/eval_cache.py)
+        for test in tests:
+            dataset = limit_dataset(limit_dataset(test.dataset, task.data.test_examples), ctx.limit)
+            if not diagnostics:  # on the first test set
+                count = min(EXAMPLES, len(dataset))
+                inputs, _ = collate([dataset[i] for i in range(count)])
+                diagnostics = mechanism_diagnostics(model, inputs, ctx, f"the first {count} examples of {test.name or 'the test set'}")
+            loader = DataLoader(dataset, batch_size=task.eval.batch_size, shuffle=False, collate_fn=collate, **distributed.loader_options(ctx.device))
+            predictions, labels, losses = predict(model, loader, ctx.device, ctx.autocast_dtype, regression, desc=test.name or "test")
+            scores = {**glue_metrics(test.glue_task, predictions, labels), "loss": float(losses.astype(np.float64).mean())}
+            prefix = f"{test.name}_" if test.name else ""
+            metrics.update({prefix + k: v for k, v in scores.items()})
+            set_name = test.name or "test"
+            outcomes = {"prediction": predictions, "label": labels, "loss": losses}
+            if not regression:
+                outcomes["correct"] = (predictions == labels).astype(np.uint8)
+            examples.add(set_name, dataset_ids(dataset), **outcomes)
+            examples.metric(prefix + "loss", set_name, "loss")
+            if "accuracy" in scores:  # the GLUE metrics that are means of per-example outcomes
+                examples.metric(prefix + "accuracy", set_name, "correct")
+            goals.update({prefix + k: GLUE_TASKS[test.glue_task].get(k, "min") for k in scores})
+            cells.append({"test_set": test.name or "test", "glue_task": test.glue_task, "examples": len(dataset), **scores})
     if result.steps:
         metrics["train_loss"] = result.final_loss
     timings = {"train_s": result.train_s, "eval_s": time.perf_counter() - start, "step_s": result.step_s, "train_steps": result.steps}

@@ -119,6 +119,7 @@ def test_compress_llm_dry_runs_on_tiny_stand_ins(tmp_path, hf_offline):
     assert "Paired comparison with `uncompressed`" in leaderboard and "zero_shot__mixtral_stand_in__compression.png" in leaderboard
 
 
+@pytest.mark.slow  # end to end, ~40 s or more on 2 cores
 def test_the_quickstart_compression_family_runs(tmp_path, monkeypatch):
     """The quickstart's compression task at --limit 4: the small MoE LM is trained once (cached),
     compressed 8 → 4 by every method; compressed models score worse than the model they came from."""

@@ -46,6 +46,7 @@ def markers(results: Path) -> list[dict]:
     return found
 
 
+@pytest.mark.slow  # end to end, ~40 s or more on 2 cores
 def test_local_executor_with_two_workers_gives_the_serial_records_and_survives_killed_and_preempted_workers(tmp_path, capsys):
     suite = write_suite(tmp_path, seeds=(0, 1, 2), runtime="{threads: 1}")  # the serial run below: 1 thread, as each worker
     jobs, serial = tmp_path / "jobs", tmp_path / "serial"

@@ -73,6 +73,7 @@ TOLERANCE = {"smoe": 3e-3, "namex_mom": 6e-3}
 
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available")
+@pytest.mark.slow  # end to end, ~40 s or more on 2 cores
 def test_fsdp_on_two_cpu_processes_matches_one_process(tmp_path, capsys):
     suite = tmp_path / "tiny_llm.yaml"
     suite.write_text(SUITE)

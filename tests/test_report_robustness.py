@@ -262,6 +262,7 @@ def png_size(data):
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow  # end to end, ~40 s or more on 2 cores
 def test_write_report_files_are_deterministic_and_written_only_when_changed(results_root, tmp_path):
     stem = f"{TASK}__{MODEL}"
     first = write_report(results_root, SUITE)

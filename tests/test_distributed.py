@@ -114,7 +114,9 @@ def test_two_cpu_processes_match_one_process(tmp_path, capsys):
         whole = read_examples(single / "tiny-limit64" / "runs", serial[key])["test"]
         assert np.array_equal(shards["id"], whole["id"]) and len(whole["id"]) == 64
         assert np.sum(shards["correct"] != whole["correct"]) <= 1
-        assert np.max(np.abs(shards["loss"] - whole["loss"])) <= 10 * LOSS_TOL
+        # one example's loss moves more than the mean (2 processes sum gradients in another order):
+        # up to 2.1e-3 measured under ATEN_CPU_CAPABILITY=default, on losses ≈ 2.3
+        assert np.max(np.abs(shards["loss"] - whole["loss"])) <= 25 * LOSS_TOL
         assert shards["correct"].mean() == record["metrics"]["top1"]
 
 

@@ -2,7 +2,7 @@
 
 # The MoE layer (moe) uses the method contract (methods), whose modules use moe's
 # experts and state: importing moe first resolves that package-level cycle.
-from .moe import ExpertSpec, MergeCache, MoELayer, PropagationState, upcycle
+from .moe import ExpertSpec, MergeCache, MoELayer, PropagationState, upcycle  # noqa: I001 - moe first (above)
 from .methods import MergingMethod, available_methods, get_method, register_method
 from .nash import nash_bargaining
 

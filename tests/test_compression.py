@@ -12,6 +12,8 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
+from tiny_moe_llms import CONFIGS, build, tokens  # noqa: E402
+
 from namex_bench.compression import (  # noqa: E402
     CalibrationSettings,
     available_compressors,
@@ -21,8 +23,6 @@ from namex_bench.compression import (  # noqa: E402
     save_compressed,
 )
 from namex_bench.compression.blocks import EXPERT_COUNT_FIELDS, parameter_counts  # noqa: E402
-
-from tiny_moe_llms import CONFIGS, build, tokens  # noqa: E402
 
 METHODS = ["frequency_prune", "reap_prune", "msmoe_merge", "hcsmoe_merge", "nash_merge"]
 # every architecture once (qwen2_moe_norm and deepseek_v2_group only vary routing options)
@@ -241,11 +241,11 @@ def test_calibration_memory_does_not_grow_with_the_calibration_tokens():
     large = calibrate(model, windows(samples=12, length=40), CalibrationSettings(batch_size=4, output_tokens=5, chunk_rows=16), progress=False)
     model_calls = [c for c in calls if c == 4 * 40]  # the model's own forward: one batch
     assert max(c for c in calls if c not in model_calls) <= 16
-    for s, l in zip(small, large):
+    for s, big in zip(small, large):
         sizes = [t.numel() for t in (s.frequency, s.gate_sum, s.reap_sum, s.logit_gram, s.output_sum)]
-        assert sizes == [t.numel() for t in (l.frequency, l.gate_sum, l.reap_sum, l.logit_gram, l.output_sum)]
+        assert sizes == [t.numel() for t in (big.frequency, big.gate_sum, big.reap_sum, big.logit_gram, big.output_sum)]
         assert sum(sizes) == 8 * 32 + 8 * 8 + 3 * 8
-        assert l.tokens == 12 * 40 and l.output_tokens == 3 * 5 and l.frequency.sum() == 2 * l.tokens
+        assert big.tokens == 12 * 40 and big.output_tokens == 3 * 5 and big.frequency.sum() == 2 * big.tokens
 
 
 def test_calibration_is_seeded():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_moe_llms import build
 
 from namex_bench.compression import LayerInputs, calibrate, find_sparse_blocks
 from namex_bench.compression.alignment import permute_neurons
@@ -14,8 +15,6 @@ from namex_bench.compression.blocks import Routing
 from namex_bench.compression.calibration import CalibrationSettings, LayerCalibration
 from namex_bench.compression.clustering import agglomerative_clusters
 from namex_bench.compression.registry import make_compressor
-
-from tiny_moe_llms import build
 
 
 class HandBlock:

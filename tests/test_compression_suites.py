@@ -9,10 +9,9 @@ import math
 from pathlib import Path
 
 import pytest
+from test_language_suites import records, stand_in
 
 from namex_bench.cli import main
-
-from test_language_suites import records, stand_in
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)

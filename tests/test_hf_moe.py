@@ -8,6 +8,8 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
+from tiny_moe_llms import ARCHS, CONFIGS, build, tokens  # noqa: E402
+
 from namex_bench.models.hf_moe import (  # noqa: E402
     HFMoEBlock,
     HFRouter,
@@ -16,8 +18,6 @@ from namex_bench.models.hf_moe import (  # noqa: E402
     read_experts,
     routing_from_config,
 )
-
-from tiny_moe_llms import ARCHS, CONFIGS, build, tokens  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", ARCHS)

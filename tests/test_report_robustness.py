@@ -14,7 +14,14 @@ import pytest
 from scipy import stats
 
 from namex_bench.metrics.mce import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
-from namex_bench.report import format_interval, format_mean_ci, leaderboard, render_leaderboard_markdown, robustness_table, write_report
+from namex_bench.report import (
+    format_interval,
+    format_mean_ci,
+    leaderboard,
+    render_leaderboard_markdown,
+    robustness_table,
+    write_report,
+)
 from namex_bench.report.plots import severity_png
 from namex_bench.report.render import robustness_csv, robustness_latex, robustness_markdown
 from namex_bench.report.write import check_report, report_files

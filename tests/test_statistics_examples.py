@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from namex_bench.report.aggregate import iqm, normalised_scores, performance_profile, probability_of_improvement, stratified_bootstrap
+from namex_bench.report.aggregate import (
+    iqm,
+    normalised_scores,
+    performance_profile,
+    probability_of_improvement,
+    stratified_bootstrap,
+)
 from namex_bench.report.bootstrap import hierarchical_bootstrap, variance_components
 from namex_bench.report.comparison import compare
 from namex_bench.report.significance import holm, mcnemar_exact, minimum_detectable_difference, rank_ranges, seeds_to_detect

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_language_suites import records, stand_in
 
 from namex_bench.cli import main
-from test_language_suites import records, stand_in
 
 pytestmark = pytest.mark.slow  # a minute on 2 cores
 

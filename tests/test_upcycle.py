@@ -39,7 +39,7 @@ SEGMENT_METHODS = [m for m in METHODS if supports(m, "segment")]
 IMAGE_METHODS = [m for m in METHODS if supports(m, "image")]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(kind: str) -> nn.Module:
     return _make(kind, seed=1234)
 
@@ -325,7 +325,7 @@ def option_cases():
                 yield pytest.param("timm_mlp", method, options, id=f"timm_mlp-{method}-{label}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dense_stack(kind: str, depth: int = STACK_DEPTH, dtype=torch.float64) -> list[nn.Module]:
     """``depth`` dense FFNs of one kind with different weights (cached: never modified)."""
     modules = [_make(kind, seed=100 + i).to(dtype).eval() for i in range(depth)]

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 import transformers
+from torch import nn
 
 COMMON = dict(
     vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

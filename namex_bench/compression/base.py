@@ -41,7 +41,7 @@ class LayerInputs:
     def num_experts(self) -> int:
         return self.experts["w_gate"].shape[0]
 
-    def subset(self, experts: list[int]) -> "LayerInputs":
+    def subset(self, experts: list[int]) -> LayerInputs:
         """The inputs restricted to some experts (DeepSeek's group-limited routing compresses each group on its own)."""
         idx = torch.as_tensor(experts, dtype=torch.long)
         return LayerInputs(

@@ -92,7 +92,7 @@ class LayerCalibration:
         norms = self.logit_gram.diagonal().clamp_min(1e-30).sqrt()
         return self.logit_gram / (norms[:, None] * norms[None, :])
 
-    def subset(self, experts: list[int] | Tensor) -> "LayerCalibration":
+    def subset(self, experts: list[int] | Tensor) -> LayerCalibration:
         """The statistics of some of the experts (in the order given)."""
         idx = torch.as_tensor(experts, dtype=torch.long)
         return replace(

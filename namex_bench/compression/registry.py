@@ -16,7 +16,8 @@ import importlib
 import importlib.metadata
 import inspect
 import pkgutil
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .base import CompressionMethod
 

@@ -7,10 +7,10 @@ for every path they hold; inside :func:`without_data_checks` (``namex-bench vali
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterator
 
 _CHECK_DATA = ContextVar("namex_bench_check_data", default=True)
 

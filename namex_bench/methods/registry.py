@@ -19,7 +19,8 @@ import importlib
 import importlib.metadata
 import inspect
 import pkgutil
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .base import MergingMethod
 

@@ -8,8 +8,9 @@ the model will have (so that a suite can refuse a method that would be inert on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 

@@ -6,7 +6,7 @@ that no host synchronisation is needed on a GPU.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

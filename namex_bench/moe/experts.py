@@ -27,9 +27,10 @@ always combines these parameters, never the experts' outputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

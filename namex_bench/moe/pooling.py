@@ -23,8 +23,8 @@ computes, having no padding mask). The internal padding of a short last segment 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -26,7 +26,7 @@ class PropagationState:
     momentum: tuple[ExpertParams, ExpertParams] | None = None
     depth: int = 0
 
-    def to(self, device) -> "PropagationState":
+    def to(self, device) -> PropagationState:
         """This state with its tensors on ``device`` (itself when they are there already): the
         next MoE layer may sit on another GPU when a model's layers are spread over several.
 
@@ -55,6 +55,6 @@ class PropagationState:
                 found.extend(params.values())
         return tuple(found)
 
-    def advanced(self, **changes) -> "PropagationState":
+    def advanced(self, **changes) -> PropagationState:
         """The state for the next layer: ``changes`` applied and ``depth`` incremented."""
         return replace(self, depth=self.depth + 1, **changes)

@@ -19,7 +19,8 @@ Dense FFNs understood (by their parts, whatever their class):
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -52,7 +52,7 @@ class NashMTLReference:
         self.G.value = Gn
         alpha = np.ones(self.n)
         steps = 0
-        for steps in range(1, self.max_iter + 1):
+        for steps in range(1, self.max_iter + 1):  # noqa: B007 - read after the loop: the iterations taken
             G_alpha = Gn @ alpha
             self.linear.value = 1.0 / alpha + Gn.T @ (1.0 / G_alpha)
             self.problem.solve(solver=self.cp.ECOS, abstol=1e-12, reltol=1e-12, feastol=1e-12, max_iters=200)

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+
 class NashSolution(NamedTuple):
     """``weights`` — ``α [..., N]`` (positive); ``residual`` — ``max_i |α_i (Gα)_i − 1|`` ``[...]``."""
 

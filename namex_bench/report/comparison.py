@@ -89,7 +89,9 @@ class Comparison:
 
     def flipped(self) -> Comparison:
         """``second − first``."""
-        neg = (lambda x: None if x is None else -x)
+        def neg(x: float | None) -> float | None:
+            return None if x is None else -x
+
         return replace(
             self, first=self.second, second=self.first, estimate=neg(self.estimate), low=neg(self.high), high=neg(self.low),
             wins=self.losses, losses=self.wins,

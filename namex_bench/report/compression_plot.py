@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .leaderboard import ok_records, task_model
-from .plots import FIGURE_DPI, _LINE_COLOURS, _MARKERS, _png
+from .plots import _LINE_COLOURS, _MARKERS, FIGURE_DPI, _png
 from .render import file_stem
 from .statistics import summarise
 

@@ -25,8 +25,8 @@ from tabulate import Line, TableFormat, tabulate
 from .across_tasks import AcrossTasks, across_tasks
 from .comparison import Comparisons, Power
 from .leaderboard import Leaderboard, PairedTable, Section, is_training_metric, pairwise_table, sections
-from .per_example import ExampleArrays
 from .mechanisms import mechanism_section_markdown
+from .per_example import ExampleArrays
 from .robustness import RobustnessTable, robustness_table
 from .statistics import format_interval, format_significant
 

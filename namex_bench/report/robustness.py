@@ -48,7 +48,19 @@ from typing import Any
 import pandas as pd
 
 from ..metrics.mce import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
-from .leaderboard import Leaderboard, Record, _bounds, _by_method, _clipped, _group, _metric_value, _unique_field, _where, leaderboard, task_model
+from .leaderboard import (
+    Leaderboard,
+    Record,
+    _bounds,
+    _by_method,
+    _clipped,
+    _group,
+    _metric_value,
+    _unique_field,
+    _where,
+    leaderboard,
+    task_model,
+)
 from .statistics import format_interval, format_mean_ci, summarise
 
 __all__ = [

@@ -49,8 +49,8 @@ from pathlib import Path
 
 from ..runner.examples import ExamplesError, read_examples
 from ..runner.records import DamagedRecord, inside, read_current_runs, read_records, runs_dir, write_bytes_atomic
-from .plots import across_tasks_png, mean_ce_png, primary_metric_png, profile_png, severity_png
 from .compression_plot import compression_png
+from .plots import across_tasks_png, mean_ce_png, primary_metric_png, profile_png, severity_png
 from .render import (
     across_tasks_csv,
     file_stem,

@@ -34,13 +34,12 @@ from tqdm.auto import tqdm
 
 from ..device import autocast_dtype, precision_config, resolve_device
 from ..files import check_writable, exclusive_lock, remove_orphaned_temp_files, write_bytes_atomic
-from ..progress import progress
-from ..suite.expand import RunSpec, Selection, expand, shard
 from ..methods.fingerprint import method_fingerprint
 from ..methods.registry import get_method
+from ..progress import progress
+from ..suite.expand import RunSpec, Selection, expand, shard
 from ..suite.schema import MethodEntry, Suite
-from ..tasks import RunContext, task_runner
-from ..tasks import distributed
+from ..tasks import RunContext, distributed, task_runner
 from .environment import describe_environment
 from .examples import examples_path, write_examples
 from .placement import placement

@@ -128,7 +128,7 @@ class Selection:
     tasks: tuple[str, ...] | None = None
     seeds: tuple[int, ...] | None = None
 
-    def check(self, suite: Suite) -> "Selection":
+    def check(self, suite: Suite) -> Selection:
         """``self``, or a ValueError naming the option and the suite's known values when a
         name (or seed) is not in the suite."""
         known = {

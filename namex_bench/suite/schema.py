@@ -26,13 +26,12 @@ Every field is checked before any work starts; unknown fields are errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from ..runner.records import check_folder_name
-
 from ..data.paths import require_dir
+from ..runner.records import check_folder_name
 
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -125,7 +124,7 @@ class ImageFolderData(ImagePreprocessing):
     test_dir: str = "val"
 
     @model_validator(mode="after")
-    def _root_exists(self) -> "ImageFolderData":
+    def _root_exists(self) -> ImageFolderData:
         for sub in (self.root, self.root / self.train_dir, self.root / self.test_dir):
             require_dir(sub)
         return self
@@ -143,7 +142,7 @@ class HFImageData(ImagePreprocessing):
     label_column: str = "label"
 
 
-ImageData = Annotated[Union[Mnist5kData, ImageFolderData, HFImageData], Field(discriminator="source")]
+ImageData = Annotated[Mnist5kData | ImageFolderData | HFImageData, Field(discriminator="source")]
 
 
 class TrainConfig(Strict):
@@ -190,7 +189,7 @@ class CorruptionEval(Strict):
         return list(self.corruptions)
 
     @model_validator(mode="after")
-    def _check(self) -> "CorruptionEval":
+    def _check(self) -> CorruptionEval:
         from ..metrics.mce import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
 
         known = (*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS)
@@ -213,7 +212,7 @@ class EvalConfig(Strict):
     imagenet_r: Path | None = None  # the released ImageNet-R folder: <root>/<wnid>/*
 
     @model_validator(mode="after")
-    def _folders_exist(self) -> "EvalConfig":
+    def _folders_exist(self) -> EvalConfig:
         for name in ("imagenet_a", "imagenet_r"):
             folder = getattr(self, name)
             if folder is not None:
@@ -276,7 +275,7 @@ class HubDatasetCopy(Strict):
     path: Path | None = None
 
     @model_validator(mode="after")
-    def _path_exists(self) -> "HubDatasetCopy":
+    def _path_exists(self) -> HubDatasetCopy:
         if self.path is not None:
             require_dir(self.path, "path: directory")
         return self
@@ -293,7 +292,7 @@ class GlueData(TextData, HubDatasetCopy):
     task: GlueTaskName
 
 
-TextClassificationSource = Annotated[Union[RottenTomatoesData, GlueData], Field(discriminator="source")]
+TextClassificationSource = Annotated[RottenTomatoesData | GlueData, Field(discriminator="source")]
 
 
 class TextEvalConfig(Strict):
@@ -322,7 +321,7 @@ class WikiTextData(HubDatasetCopy):
     name: Literal["wikitext-103-raw-v1", "wikitext-2-raw-v1"] = "wikitext-103-raw-v1"
 
 
-CorpusData = Annotated[Union[ShakespeareData, WikiTextData], Field(discriminator="source")]
+CorpusData = Annotated[ShakespeareData | WikiTextData, Field(discriminator="source")]
 
 
 class PerplexityEval(Strict):
@@ -340,7 +339,7 @@ class PerplexityEval(Strict):
     kjv: bool = False
 
     @model_validator(mode="after")
-    def _stride_within_context(self) -> "PerplexityEval":
+    def _stride_within_context(self) -> PerplexityEval:
         if self.context is not None and self.stride is not None and self.stride > self.context:
             raise ValueError(f"stride ({self.stride}) must not exceed context ({self.context})")
         return self
@@ -380,7 +379,7 @@ class LMEvalScoring(Strict):
     batch_size: PositiveInt = 8
 
     @model_validator(mode="after")
-    def _offline_data(self) -> "LMEvalScoring":
+    def _offline_data(self) -> LMEvalScoring:
         hub_only = [t for t in self.tasks if t not in OFFLINE_LM_EVAL_TASKS]
         if self.source == "offline" and hub_only:
             raise ValueError(f"tasks {', '.join(hub_only)} have no offline data (offline: {', '.join(OFFLINE_LM_EVAL_TASKS)}); use source: hub")
@@ -417,7 +416,7 @@ class CalibrationData(Strict):
     output_tokens: PositiveInt | None = 512
 
     @model_validator(mode="after")
-    def _path(self) -> "CalibrationData":
+    def _path(self) -> CalibrationData:
         if self.path is not None and (self.source != "c4" or not self.path.exists()):
             raise ValueError(f"path: {'a local copy is only read for source c4' if self.source != 'c4' else f'{self.path} does not exist'}")
         return self
@@ -438,7 +437,7 @@ class FixedLengthPerplexity(Strict):
     wikitext_path: Path | None = None
 
     @model_validator(mode="after")
-    def _wikitext_copy(self) -> "FixedLengthPerplexity":
+    def _wikitext_copy(self) -> FixedLengthPerplexity:
         if self.wikitext_path is not None and not self.wikitext_path.is_dir():
             raise ValueError(f"wikitext_path: directory {self.wikitext_path} does not exist")
         return self
@@ -451,7 +450,7 @@ class CompressionEval(Strict):
     lm_eval: LMEvalScoring | None = None
 
     @model_validator(mode="after")
-    def _something(self) -> "CompressionEval":
+    def _something(self) -> CompressionEval:
         if self.perplexity is None and self.lm_eval is None:
             raise ValueError("give perplexity, lm_eval or both")
         return self
@@ -484,7 +483,7 @@ class CompressionTask(TaskBase):
     RUN_FIELDS: ClassVar[frozenset[str]] = frozenset({"compressors", "experts", "removed", "uncompressed"})
 
     @model_validator(mode="after")
-    def _budgets(self) -> "CompressionTask":
+    def _budgets(self) -> CompressionTask:
         if (self.experts is None) == (self.removed is None):
             raise ValueError("give exactly one of experts (kept per MoE block) and removed (fractions of each block's experts)")
         labels = [c.display for c in self.compressors]
@@ -493,7 +492,7 @@ class CompressionTask(TaskBase):
             raise ValueError(f"compressors: labels must be unique and not 'uncompressed' (give a `label`); repeated: {', '.join(repeated)}")
         return self
 
-    def runs(self) -> list["CompressionRun"]:
+    def runs(self) -> list[CompressionRun]:
         """The model as it is (if ``uncompressed``), then every compressor at every budget."""
         budgets = [{"experts": m} for m in self.experts or ()] + [{"removed": r} for r in self.removed or ()]
         out = [CompressionRun(compressor=None)] if self.uncompressed else []
@@ -545,7 +544,7 @@ class PlantedWorldConfig(Strict):
     seed: NonNegativeInt = 0
 
     @model_validator(mode="after")
-    def _signatures_fit(self) -> "PlantedWorldConfig":
+    def _signatures_fit(self) -> PlantedWorldConfig:
         if self.d_model < self.num_experts:
             raise ValueError(f"d_model ({self.d_model}) must be at least num_experts ({self.num_experts}): each domain has its own input direction")
         return self
@@ -577,7 +576,7 @@ class PlantedMergeTask(TaskBase):
 
 
 Task = Annotated[
-    Union[ImageClassificationTask, TextClassificationTask, LanguageModelingTask, LMEvalTask, CompressionTask, PlantedMergeTask],
+    ImageClassificationTask | TextClassificationTask | LanguageModelingTask | LMEvalTask | CompressionTask | PlantedMergeTask,
     Field(discriminator="type"),
 ]
 
@@ -659,7 +658,7 @@ class Suite(Strict):
         return device
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Suite":
+    def _unique_names(self) -> Suite:
         trained = [t.name for t in self.tasks if t.type != "compression"]
         if trained and not self.methods:
             raise ValueError(f"methods: required field is missing (tasks {', '.join(trained)} run merging methods)")

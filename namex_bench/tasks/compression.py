@@ -46,7 +46,6 @@ from .base import RunContext, TaskResult
 from .language_modeling import corpus_tokens, train_lm_once
 from .training import seed_everything
 
-
 # --------------------------------------------------------------------------- the model
 
 

@@ -43,7 +43,7 @@ from namex_bench.data.text import (
     rotten_tomatoes_snippets,
     rotten_tomatoes_split_indices,
 )
-from namex_bench.data.tokenizers import gpt2_tokenizer, minilm_path, resolve_pretrained
+from namex_bench.data.tokenizers import byte_tokenizer, gpt2_tokenizer, minilm_path, resolve_pretrained
 from namex_bench.metrics.glue import GLUE_TASKS
 
 # Pinned once (2026, numpy 2.4): a change here means the "fixed" Rotten Tomatoes split moved.
@@ -213,6 +213,21 @@ def test_gpt2_tokenizer_has_gpt2_ids(gpt2):
     assert gpt2("To be, or not to be").input_ids == [2514, 307, 11, 393, 407, 284, 307]
     text = "Zounds!  I'll—\n\tcafé 日本 3.14 , ."
     assert gpt2.decode(gpt2(text).input_ids) == text
+
+
+def test_byte_tokenizer_ids_are_utf8_bytes():
+    from transformers import AutoTokenizer
+
+    tokenizer = byte_tokenizer()
+    assert len(tokenizer) == 257 and tokenizer.eos_token_id == tokenizer.pad_token_id == 256
+    text = "Zounds!  I'll—\n\tcafé 日本 3.14 , ."
+    assert tokenizer(text).input_ids == list(text.encode("utf-8"))
+    assert tokenizer.decode(tokenizer(text).input_ids) == text
+    every_byte = bytes(range(256)).decode("latin-1")  # 256 characters, 384 UTF-8 bytes
+    assert tokenizer(every_byte).input_ids == list(every_byte.encode("utf-8"))
+    assert tokenize_corpus(["ab", "c"], tokenizer).tolist() == [97, 98, 256, 99]
+    loaded = AutoTokenizer.from_pretrained(resolve_pretrained("byte-tokenizer"))
+    assert loaded(text).input_ids == list(text.encode("utf-8")) and len(loaded) == 257
 
 
 def test_tokenize_corpus_joins_texts_with_eos_and_round_trips(gpt2, tmp_path):

@@ -111,6 +111,16 @@ def test_gpt_moe_params_are_checked():
         get_builder("gpt_moe").validate({"n_embd": 32, "n_head": 4})
     with pytest.raises(ModelConfigError, match="leave out n_layer"):
         get_builder("gpt_moe").validate({"pretrained": "gpt2", "n_layer": 2})
+    with pytest.raises(ModelConfigError, match="leave out tokenizer"):
+        get_builder("gpt_moe").validate({"pretrained": "gpt2", "tokenizer": "byte-tokenizer"})
+
+
+def test_gpt_moe_over_bytes_has_a_257_token_vocabulary():
+    model = build("gpt_moe", {**GPT, "tokenizer": "byte-tokenizer"}, "namex")
+    assert model.config.vocab_size == len(model.tokenizer) == 257 and model.tokenizer.eos_token_id == 256
+    assert model.backbone.lm_head.weight.shape == (257, 32)
+    ids = torch.tensor([list("To be".encode("utf-8"))])
+    assert model(ids).output.logits.shape == (1, 5, 257)
 
 
 def test_gpt_moe_upcycles_a_local_dense_gpt2(tmp_path):

@@ -1,7 +1,8 @@
 """GPT-MoE: a ``transformers`` GPT-2 causal LM whose MLPs are MoE layers with causal routing.
 
 From scratch (``n_layer``, ``n_embd``, ``n_head``; GPT-2's byte-level BPE, 50,257 tokens,
-from a pinned offline archive) or upcycled from a dense GPT-2 checkpoint (``pretrained``:
+from a pinned offline archive, or ``tokenizer``: e.g. ``byte-tokenizer``, 257 tokens, whose
+output layer is ~200× cheaper — what a small CPU budget should spend on the model) or upcycled from a dense GPT-2 checkpoint (``pretrained``:
 a hub id such as ``gpt2`` or a local folder; its own tokenizer). The blocks are GPT-2's,
 read like nanoGPT's::
 
@@ -40,6 +41,7 @@ class GptMoEParams(MoEParams):
     n_embd: PositiveInt | None = None
     n_head: PositiveInt | None = None
     n_positions: PositiveInt | None = None  # from scratch: 1024 when not given
+    tokenizer: str | None = None  # from scratch: GPT-2's BPE when not given; a name of data/tokenizers.py, a hub id or a folder
     dropout: float = Field(0.0, ge=0, lt=1)
     moe_blocks: Literal["every", "every_other"] = "every"
     num_experts: int = Field(4, ge=1)
@@ -50,8 +52,9 @@ class GptMoEParams(MoEParams):
 
     def model_post_init(self, _context) -> None:
         given = [f for f in ARCHITECTURE if getattr(self, f) is not None]
-        if self.pretrained is not None and given:
-            raise ValueError(f"with `pretrained` the architecture is the checkpoint's: leave out {', '.join(given)}")
+        if self.pretrained is not None and (given or self.tokenizer is not None):
+            extra = ", ".join([*given, *(["tokenizer"] if self.tokenizer is not None else [])])
+            raise ValueError(f"with `pretrained` the architecture and tokenizer are the checkpoint's: leave out {extra}")
         if self.pretrained is None:
             missing = [f for f in ARCHITECTURE[:3] if getattr(self, f) is None]
             if missing:
@@ -80,7 +83,7 @@ def build_gpt_moe(params: GptMoEParams, method: str, method_options: dict, *, se
         model = GPT2LMHeadModel.from_pretrained(source, resid_pdrop=params.dropout, embd_pdrop=params.dropout, attn_pdrop=params.dropout)
         tokenizer = AutoTokenizer.from_pretrained(source)
     else:
-        tokenizer = gpt2_tokenizer()
+        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(params.tokenizer)) if params.tokenizer else gpt2_tokenizer()
         config = GPT2Config(
             vocab_size=len(tokenizer), n_positions=params.n_positions or 1024, n_layer=params.n_layer, n_embd=params.n_embd,
             n_head=params.n_head, resid_pdrop=params.dropout, embd_pdrop=params.dropout, attn_pdrop=params.dropout,

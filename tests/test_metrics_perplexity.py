@@ -12,6 +12,7 @@ from namex_bench.metrics.perplexity import (
     sliding_window_nll,
     sliding_window_perplexity,
     sliding_windows,
+    window_nlls,
 )
 
 # (N, context, stride): stride < context, stride == context, stride 1, a last partial window,
@@ -186,3 +187,34 @@ def test_errors(ids, context, stride, message):
 def test_wrong_logit_shape_is_rejected():
     with pytest.raises(ValueError, match="logits"):
         sliding_window_nll(lambda x: torch.zeros(x.shape[1], V), torch.arange(5), 4, 2)
+
+
+@pytest.mark.parametrize(("n", "context", "stride"), CASES)
+@pytest.mark.parametrize("batch_size", [2, 3, 64])
+def test_batched_windows_give_the_one_at_a_time_nlls(n, context, stride, batch_size):
+    # a causal model over [B, L] (position j sees tokens ≤ j of its own row only): a running mean of
+    # embeddings; batching windows must change nothing but the number of calls
+    torch.manual_seed(0)
+    emb, out = torch.randn(V, 5, dtype=torch.float64), torch.randn(5, V, dtype=torch.float64)
+    calls = []
+
+    def model(ids: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(ids.shape))
+        h = emb[ids].cumsum(1) / torch.arange(1, ids.shape[1] + 1, dtype=torch.float64)[:, None]
+        return h @ out
+
+    ids = _tokens(n, seed=3)
+    one = window_nlls(model, ids, context, stride)
+    singles = len(calls)
+    batched = window_nlls(model, ids, context, stride, batch_size)
+    assert batched[0] == one[0] and batched[2] == one[2]
+    assert batched[1] == pytest.approx(one[1], rel=1e-12, abs=1e-12)
+    windows = sliding_windows(n, context, stride)
+    assert singles == len(windows) and all(b <= batch_size for b, _ in calls[singles:])
+    assert sum(b for b, _ in calls[singles:]) == len(windows)
+    assert len(calls) - singles < len(windows) or len(windows) == 1 or batch_size == 1
+
+
+def test_batch_size_below_one_is_an_error():
+    with pytest.raises(ValueError, match="batch_size"):
+        window_nlls(lambda ids: torch.zeros(*ids.shape, V), _tokens(10), 4, 4, 0)

@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 
-ModelFn = Callable[[torch.Tensor], torch.Tensor]  # input_ids [1, L] → logits [1, L, V]
+ModelFn = Callable[[torch.Tensor], torch.Tensor]  # input_ids [B, L] → logits [B, L, V]
 
 
 def sliding_windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:
@@ -56,33 +56,52 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[tuple[int,
 
 
 @torch.no_grad()
-def window_nlls(model_fn: ModelFn, token_ids: torch.Tensor, context: int, stride: int) -> tuple[list[int], list[float], list[int]]:
+def window_nlls(model_fn: ModelFn, token_ids: torch.Tensor, context: int, stride: int,
+                batch_size: int = 1) -> tuple[list[int], list[float], list[int]]:
     """Per window of the protocol: ``(first scored position, NLL of its scored tokens, their number)``
-    — three lists, one entry per window, in order; the NLLs sum to the sequence's NLL."""
+    — three lists, one entry per window, in order; the NLLs sum to the sequence's NLL. Up to
+    ``batch_size`` consecutive windows of the same length go through ``model_fn`` as one batch
+    (each row is its own sequence: the NLLs are those of one window at a time, up to the
+    rounding of a batched matmul)."""
     if token_ids.ndim != 1:
         raise ValueError(f"token_ids must be one-dimensional [N], got shape {tuple(token_ids.shape)}")
     if token_ids.dtype != torch.long:
         raise ValueError(f"token_ids must be a LongTensor, got {token_ids.dtype}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     firsts, nlls, counts = [], [], []
-    for begin, end, first_target in sliding_windows(token_ids.numel(), context, stride):
-        inputs = token_ids[begin:end].unsqueeze(0)
-        logits = model_fn(inputs)
-        if logits.ndim != 3 or logits.shape[:2] != (1, end - begin):
-            raise ValueError(f"model_fn must return logits [1, {end - begin}, V], got {tuple(logits.shape)}")
-        # position j predicts x[begin + j + 1]; score targets first_target … end
-        rows = logits[0, first_target - 1 - begin : end - begin].to(torch.float64)
-        targets = token_ids[first_target : end + 1].to(rows.device)
-        log_probs = torch.log_softmax(rows, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
-        firsts.append(first_target)
-        nlls.append(-float(log_probs.sum()))
-        counts.append(targets.numel())
+    for batch in _same_length_batches(sliding_windows(token_ids.numel(), context, stride), batch_size):
+        length = batch[0][1] - batch[0][0]
+        logits = model_fn(torch.stack([token_ids[begin:end] for begin, end, _ in batch]))
+        if logits.ndim != 3 or logits.shape[:2] != (len(batch), length):
+            raise ValueError(f"model_fn must return logits [{len(batch)}, {length}, V], got {tuple(logits.shape)}")
+        for row, (begin, end, first_target) in zip(logits, batch):
+            # position j predicts x[begin + j + 1]; score targets first_target … end
+            scored = row[first_target - 1 - begin : end - begin].to(torch.float64)
+            targets = token_ids[first_target : end + 1].to(scored.device)
+            log_probs = torch.log_softmax(scored, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+            firsts.append(first_target)
+            nlls.append(-float(log_probs.sum()))
+            counts.append(targets.numel())
     return firsts, nlls, counts
 
 
-def sliding_window_nll(model_fn: ModelFn, token_ids: torch.Tensor, context: int, stride: int) -> tuple[float, int]:
+def _same_length_batches(windows: list[tuple[int, int, int]], batch_size: int) -> list[list[tuple[int, int, int]]]:
+    """``windows`` in order, in runs of at most ``batch_size`` with the same length ``end − begin``."""
+    batches: list[list[tuple[int, int, int]]] = []
+    for window in windows:
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_size and last[0][1] - last[0][0] == window[1] - window[0]:
+            last.append(window)
+        else:
+            batches.append([window])
+    return batches
+
+
+def sliding_window_nll(model_fn: ModelFn, token_ids: torch.Tensor, context: int, stride: int, batch_size: int = 1) -> tuple[float, int]:
     """``(total_nll, n_scored_tokens)`` of ``token_ids`` (a 1-D LongTensor of ``N`` ids) under
     ``model_fn``, by the sliding-window protocol of this module; ``n_scored_tokens = N − 1``."""
-    _, nlls, counts = window_nlls(model_fn, token_ids, context, stride)
+    _, nlls, counts = window_nlls(model_fn, token_ids, context, stride, batch_size)
     return sum_in_order(nlls), sum(counts)
 
 

@@ -329,7 +329,8 @@ class PerplexityEval(Strict):
     (default: the training context) moved by ``stride``; ``max_tokens`` caps each split's token
     stream (its texts joined); ``tokens_per_text`` scores the first that many tokens of *every*
     text of a split instead (each held-out work, each book of the Bible), joined by the
-    end-of-text token; ``kjv`` adds the King James Bible as a domain-shift test."""
+    end-of-text token; ``batch_size`` windows go through the model at once; ``kjv`` adds the King
+    James Bible as a domain-shift test."""
 
     context: PositiveInt | None = None
     stride: PositiveInt | None = None
@@ -429,11 +430,13 @@ class FixedLengthPerplexity(Strict):
     """Perplexity in non-overlapping windows of ``context`` tokens (the compression papers' protocol,
     not lm-eval's document-level ``wikitext``) on held-out ``texts``: ``shakespeare`` (its test
     works), ``kjv``, ``wikitext2`` (WikiText-2's test split, rows joined by blank lines; hub, or
-    ``wikitext_path`` to a local ``save_to_disk`` copy); ``max_tokens`` caps each text."""
+    ``wikitext_path`` to a local ``save_to_disk`` copy); ``max_tokens`` caps each text;
+    ``batch_size`` windows go through the model at once."""
 
     texts: list[PerplexityText] = Field(min_length=1)
     context: PositiveInt = 2048
     max_tokens: PositiveInt | None = None
+    batch_size: PositiveInt = 8
     wikitext_path: Path | None = None
 
     @model_validator(mode="after")

@@ -114,14 +114,15 @@ def held_out_tokens(ppl: FixedLengthPerplexity, text: str, tokenizer) -> torch.T
 
 
 @torch.no_grad()
-def fixed_length_perplexity(model, tokens: torch.Tensor, context: int, ctx: RunContext) -> dict[str, float]:
-    """``ppl``, ``nll`` (mean per scored token) and ``tokens`` in non-overlapping windows of ``context`` tokens."""
+def fixed_length_perplexity(model, tokens: torch.Tensor, context: int, ctx: RunContext, batch_size: int = 1) -> dict[str, float]:
+    """``ppl``, ``nll`` (mean per scored token) and ``tokens`` in non-overlapping windows of ``context``
+    tokens, ``batch_size`` windows per forward pass."""
 
     def logits(ids: torch.Tensor) -> torch.Tensor:
         with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
             return model(input_ids=ids.to(ctx.device), use_cache=False).logits.float()
 
-    total, count = sliding_window_nll(logits, tokens, context, context)
+    total, count = sliding_window_nll(logits, tokens, context, context, batch_size)
     return {"ppl": math.exp(total / count), "nll": total / count, "tokens": count}
 
 
@@ -138,7 +139,7 @@ def evaluate(model, tokenizer, task: CompressionTask, seed: int, ctx: RunContext
             max_tokens = min(max_tokens or ctx.limit * ppl.context, ctx.limit * ppl.context)
         cells["perplexity"] = []
         for text in ppl.texts:
-            scores = fixed_length_perplexity(model, held_out_tokens(ppl, text, tokenizer)[:max_tokens], ppl.context, ctx)
+            scores = fixed_length_perplexity(model, held_out_tokens(ppl, text, tokenizer)[:max_tokens], ppl.context, ctx, ppl.batch_size)
             metrics.update({f"{text}_ppl": scores["ppl"], f"{text}_nll": scores["nll"]})
             cells["perplexity"].append({"text": text, **scores, "context": ppl.context})
         primary = f"{ppl.texts[0]}_ppl"

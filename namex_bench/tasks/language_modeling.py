@@ -107,16 +107,17 @@ def train_lm_once(model: HFMoEModel, training: LMTraining, model_entry: ModelEnt
 
 
 @torch.no_grad()
-def perplexity(model: HFMoEModel, tokens: torch.Tensor, context: int, stride: int, ctx: RunContext) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """``ppl``, ``nll`` (mean per scored token) and ``tokens`` scored by the sliding-window protocol,
-    and per window: its first scored position (``id``), the NLL of its scored tokens and their number."""
+def perplexity(model: HFMoEModel, tokens: torch.Tensor, context: int, stride: int, ctx: RunContext,
+               batch_size: int = 1) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``ppl``, ``nll`` (mean per scored token) and ``tokens`` scored by the sliding-window protocol
+    (``batch_size`` windows per forward pass), and per window: its first scored position (``id``), the NLL of its scored tokens and their number."""
     model.eval()
 
     def logits(ids: torch.Tensor) -> torch.Tensor:
         with torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
             return model(ids.to(ctx.device)).output.logits.float()
 
-    firsts, nlls, counts = window_nlls(logits, tokens, context, stride)
+    firsts, nlls, counts = window_nlls(logits, tokens, context, stride, batch_size)
     total, count = sum_in_order(nlls), sum(counts)
     windows = {"id": np.asarray(firsts, dtype=np.int64), "nll": np.asarray(nlls, dtype=np.float64), "tokens": np.asarray(counts, dtype=np.int64)}
     return {"ppl": math.exp(total / count), "nll": total / count, "tokens": count}, windows
@@ -144,7 +145,7 @@ def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, m
     with MergeCache(model):  # each merge's parameter-only parts once (moe/eval_cache.py)
         for split, prefix in (("test", ""), ("validation", "val_"), *([("kjv", "kjv_")] if task.eval.kjv else [])):
             tokens = corpus_tokens(task.data, split, model.tokenizer, task.eval.tokens_per_text)[:max_tokens]
-            scores, windows = perplexity(model, tokens, context, stride, ctx)
+            scores, windows = perplexity(model, tokens, context, stride, ctx, task.eval.batch_size)
             metrics.update({prefix + "ppl": scores["ppl"], prefix + "nll": scores["nll"]})
             examples.add(f"perplexity/{split}", windows.pop("id"), **windows)
             examples.metric(prefix + "ppl", f"perplexity/{split}", "nll", weight="tokens", link="exp")

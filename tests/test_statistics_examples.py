@@ -220,3 +220,22 @@ def test_stratified_bootstrap_resamples_within_tasks():
     fraction, lo, hi = performance_profile(tasks, np.array([0.5, 1.5, 3.0, 5.0]), replicates=200)
     assert list(fraction) == pytest.approx([1.0, 0.5, 0.25, 0.0])  # task-weighted: (1 + 1)/2, (0 + 1)/2, (0 + ½)/2, 0
     assert np.all(lo <= fraction) and np.all(fraction <= hi)
+
+
+def test_aggregates_of_a_batch_are_those_of_each_row():
+    # the bootstrap computes all replicates in one call: row r of a [R, n_m] batch must give what
+    # the statistic gives on row r alone; the IQM is scipy's trim_mean(·, 0.25)
+    rng = np.random.default_rng(5)
+    x = [rng.normal(size=(7, 3)), rng.normal(size=(7, 5))]
+    y = [rng.normal(size=(7, 4)).round(1), rng.normal(size=(7, 5)).round(1)]
+    y[0][:, 0] = x[0][:, 0]  # ties
+    for r in range(7):
+        rows_x, rows_y = [t[r] for t in x], [t[r] for t in y]
+        assert iqm(x)[r] == pytest.approx(iqm(rows_x), rel=1e-14)
+        assert iqm(rows_x) == pytest.approx(stats.trim_mean(np.concatenate(rows_x), 0.25), rel=1e-14)
+        assert probability_of_improvement(x, y)[r] == pytest.approx(probability_of_improvement(rows_x, rows_y), rel=1e-14)
+    taus = np.array([-1.0, 0.0, 0.5])
+    fraction, lo, hi = performance_profile([t[0] for t in x], taus, replicates=100, rng=1)
+    assert np.all(lo <= hi) and fraction.shape == lo.shape == (3,)
+    with pytest.raises(ValueError, match="shape"):
+        stratified_bootstrap(lambda tasks: 1.0, [np.array([1.0, 2.0])], replicates=10)

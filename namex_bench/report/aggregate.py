@@ -9,7 +9,7 @@ scores on task ``m`` (any number of seeds per task).
   better and ``r̄ / x`` when lower is better, ``r̄`` the reference method's mean on the task
   (1 = as good as the reference, above 1 = better).
 * :func:`iqm` — the interquartile mean of all runs of all tasks: the mean of the middle 50%
-  (``scipy.stats.trim_mean(·, 0.25)``), robust to outlying tasks and less noisy than the median.
+  (as ``scipy.stats.trim_mean(·, 0.25)``), robust to outlying tasks and less noisy than the median.
 * :func:`stratified_bootstrap` — percentile intervals of any such aggregate: each
   replicate resamples the runs of every task with replacement, task by task.
 * :func:`probability_of_improvement` — ``P(X > Y) = (1/M) Σ_m (1/(N_m K_m)) Σ_i Σ_j S(x_mi, y_mj)``
@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "iqm",
@@ -40,12 +39,19 @@ REPLICATES = 2000
 
 
 def _per_task(per_task: PerTask, what: str) -> list[np.ndarray]:
-    out = [np.asarray(x, dtype=np.float64).ravel() for x in per_task]
-    if not out or any(x.size == 0 for x in out):
+    """Each task's runs as a float64 array ``[n_m]`` (lists are flattened), or ``[R, n_m]`` when
+    given so: a batch of ``R`` resamples, which every statistic here maps to ``[R]`` values."""
+    out = [np.asarray(x, dtype=np.float64) for x in per_task]
+    out = [x if x.ndim == 2 else x.ravel() for x in out]
+    if not out or any(x.shape[-1] == 0 for x in out):
         raise ValueError(f"{what}: every task needs at least one run")
     if not all(np.all(np.isfinite(x)) for x in out):
         raise ValueError(f"{what}: scores must be finite")
     return out
+
+
+def _value(result: np.ndarray) -> float | np.ndarray:
+    return float(result) if np.ndim(result) == 0 else result
 
 
 def normalised_scores(scores: np.ndarray, reference_mean: float, goal: str) -> np.ndarray:
@@ -62,45 +68,56 @@ def normalised_scores(scores: np.ndarray, reference_mean: float, goal: str) -> n
     raise ValueError(f"goal must be 'max' or 'min', got {goal!r}")
 
 
-def iqm(per_task: PerTask) -> float:
-    """The interquartile mean of every run of every task (the mean of the middle 50%)."""
-    values = np.concatenate(_per_task(per_task, "iqm"))
-    return float(stats.trim_mean(values, 0.25))
+def iqm(per_task: PerTask) -> float | np.ndarray:
+    """The interquartile mean of every run of every task: the mean of the sorted values
+    ``v_(k) … v_(n−k−1)`` with ``k = ⌊n/4⌋`` (``scipy.stats.trim_mean(·, 0.25)``). Per row for
+    ``[R, n_m]`` batches."""
+    values = np.sort(np.concatenate(_per_task(per_task, "iqm"), axis=-1), axis=-1)
+    n = values.shape[-1]
+    cut = int(0.25 * n)
+    return _value(values[..., cut : n - cut].mean(axis=-1))
 
 
-def _resample(per_task: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-    return [x[rng.integers(0, x.size, x.size)] for x in per_task]
+def _resample(per_task: list[np.ndarray], rng: np.random.Generator, replicates: int) -> list[np.ndarray]:
+    """``replicates`` resamples of each task's runs with replacement: ``[R, n_m]`` per task."""
+    return [x[rng.integers(0, x.size, (replicates, x.size))] for x in per_task]
 
 
 def stratified_bootstrap(
-    statistic: Callable[..., float],
+    statistic: Callable[..., float | np.ndarray],
     *methods: PerTask,
     replicates: int = REPLICATES,
     rng: np.random.Generator | int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float, float]:
     """``(estimate, low, high)``: ``statistic(*methods)`` and its percentile interval, each replicate
-    resampling every method's runs within every task (strata = tasks)."""
+    resampling every method's runs within every task (strata = tasks). ``statistic`` takes every
+    method's per-task runs and must map a batch of resamples (``[R, n_m]`` per task, as the
+    statistics of this module do) to ``[R]`` values: the ``R`` replicates are one call."""
     data = [_per_task(m, "stratified_bootstrap") for m in methods]
+    if any(x.ndim != 1 for m in data for x in m):
+        raise ValueError("stratified_bootstrap: each task's runs must be one-dimensional")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     estimate = float(statistic(*data))
-    boot = np.array([statistic(*(_resample(m, rng) for m in data)) for _ in range(replicates)])
+    boot = np.asarray(statistic(*(_resample(m, rng, replicates) for m in data)), dtype=np.float64)
+    if boot.shape != (replicates,):
+        raise ValueError(f"stratified_bootstrap: the statistic gave shape {boot.shape} for {replicates} replicates")
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(boot, [tail, 1.0 - tail])
     return estimate, float(low), float(high)
 
 
-def probability_of_improvement(x_per_task: PerTask, y_per_task: PerTask) -> float:
-    """``P(X > Y)`` averaged over tasks (ties count ½); both methods must have the same tasks."""
+def probability_of_improvement(x_per_task: PerTask, y_per_task: PerTask) -> float | np.ndarray:
+    """``P(X > Y)`` averaged over tasks (ties count ½); both methods must have the same tasks.
+    Per row for ``[R, n_m]`` batches."""
     xs, ys = _per_task(x_per_task, "probability_of_improvement"), _per_task(y_per_task, "probability_of_improvement")
     if len(xs) != len(ys):
         raise ValueError(f"probability_of_improvement: {len(xs)} tasks against {len(ys)}")
     per_task = []
     for x, y in zip(xs, ys):
-        greater = (x[:, None] > y[None, :]).mean()
-        equal = (x[:, None] == y[None, :]).mean()
-        per_task.append(greater + 0.5 * equal)
-    return float(np.mean(per_task))
+        pairs_x, pairs_y = x[..., :, None], y[..., None, :]
+        per_task.append((pairs_x > pairs_y).mean(axis=(-2, -1)) + 0.5 * (pairs_x == pairs_y).mean(axis=(-2, -1)))
+    return _value(np.mean(per_task, axis=0))
 
 
 def performance_profile(
@@ -117,9 +134,9 @@ def performance_profile(
     taus = np.asarray(thresholds, dtype=np.float64)
 
     def profile(tasks: list[np.ndarray]) -> np.ndarray:
-        return np.mean([(x[:, None] > taus[None, :]).mean(axis=0) for x in tasks], axis=0)
+        return np.mean([(x[..., :, None] > taus).mean(axis=-2) for x in tasks], axis=0)
 
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    boot = np.stack([profile(_resample(data, rng)) for _ in range(replicates)])
+    boot = profile(_resample(data, rng, replicates))
     tail = (1.0 - confidence) / 2
     return profile(data), np.quantile(boot, tail, axis=0), np.quantile(boot, 1.0 - tail, axis=0)

@@ -165,7 +165,7 @@ def _submit(args: argparse.Namespace, suite, results: Path, folder: str, shard_s
     unfinished = [r for r in status.runs if r.name in names and r.state != "done"]
     for r in unfinished:
         print(f"  {r.state}: {r.name}{f' — {r.detail}' if r.detail else ''}")
-    if not args.no_report and submission.jobs:
+    if not args.no_report:  # also when every run was done already: the leaderboard is regenerated, as without --executor
         print(f"leaderboard: {_write_report(results, folder, None)}")
     return 1 if unfinished else 0
 

@@ -72,6 +72,7 @@ def test_local_executor_with_two_workers_gives_the_serial_records_and_survives_k
     assert proc.returncode == 0, out
     assert killed is not None and preempted is not None, out
     assert "6 submitted in 6 local job(s)" in out and f"job {killed['job_id']} (" in out and "resubmitted 1 run(s)" in out, out
+    assert f"{FOLDER}:   0% 0/6" in out and f"{FOLDER}: 100% 6/6" in out, out  # progress lines while it waits (a log: no tty)
 
     records = {r["key"]: r for r in read_records(jobs, FOLDER)}
     assert len(records) == 6 and all(r["status"] == "ok" for r in records.values())
@@ -89,9 +90,11 @@ def test_local_executor_with_two_workers_gives_the_serial_records_and_survives_k
     # a resubmission submits nothing, and starts no job
     before = sorted(p.name for p in (jobs / FOLDER / "jobs").iterdir())
     capsys.readouterr()
-    assert main(["run", str(suite), "--results", str(jobs), "--limit", LIMIT, "--executor", "local", "--max-parallel", "2", "--no-report"]) == 0
-    assert "6 already done, 0 already queued or running, 0 submitted in 0 local job(s)" in capsys.readouterr().out
+    assert main(["run", str(suite), "--results", str(jobs), "--limit", LIMIT, "--executor", "local", "--max-parallel", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "6 already done, 0 already queued or running, 0 submitted in 0 local job(s)" in out
     assert sorted(p.name for p in (jobs / FOLDER / "jobs").iterdir()) == before
+    assert "leaderboard:" in out and (jobs / FOLDER / "leaderboard.md").is_file()  # as without --executor: regenerated
 
 
 def fake_slurm(bin_dir: Path, squeue_states: Path) -> None:

@@ -31,6 +31,7 @@ from typing import Literal
 
 import submitit
 
+from ..progress import progress
 from ..runner.records import record_path, write_json_atomic
 from ..runner.runner import plan_suite
 from ..suite.expand import RunSpec, Selection
@@ -163,8 +164,12 @@ def run_local(
     submission: Submission,
 ) -> None:
     """Run ``jobs`` with submitit's local executor, ``options.workers`` at a time; a job whose
-    process died is submitted again (``options.retries`` times) with its runs that have no record."""
+    process died is submitted again (``options.retries`` times) with its runs that have no record.
+    Progress (a bar, or a line a minute in a log) counts the runs recorded since the submission."""
     cluster = options.cluster
+    begun = time.time()
+    records = [record_path(results_root, folder, key) for job in jobs for key in job.keys]
+    bar = progress(total=len(records), desc=folder, unit="run", leave=True)
     executor = submitit.LocalExecutor(folder=logs / "%j")
     executor.update_parameters(timeout_min=cluster.time_min)
     gpu_slots = _gpu_slots(options.workers, cluster.gpus_per_run)
@@ -185,6 +190,7 @@ def run_local(
             listed.append((job.job_id, int(job.job_id), spec.keys))
             write_manifest(manifest, "local", listed, cluster)
         time.sleep(0.2)
+        bar.update(sum(_recorded_since(path, begun) for path in records) - bar.n)
         for entry in [e for e in running if e[0].done()]:
             running.remove(entry)
             job, spec, retries, slot, started = entry
@@ -199,6 +205,7 @@ def run_local(
                     submission.died.append(f"job {job.job_id} ({reason}): resubmitted {len(unrecorded)} run(s)")
                 else:
                     submission.died.append(f"job {job.job_id} ({reason}); log: {job.paths.stderr}")
+    bar.close()
 
 
 def _recorded_since(path: Path, since: float) -> bool:

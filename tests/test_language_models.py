@@ -119,7 +119,7 @@ def test_gpt_moe_over_bytes_has_a_257_token_vocabulary():
     model = build("gpt_moe", {**GPT, "tokenizer": "byte-tokenizer"}, "namex")
     assert model.config.vocab_size == len(model.tokenizer) == 257 and model.tokenizer.eos_token_id == 256
     assert model.backbone.lm_head.weight.shape == (257, 32)
-    ids = torch.tensor([list("To be".encode("utf-8"))])
+    ids = torch.tensor([list(b"To be")])
     assert model(ids).output.logits.shape == (1, 5, 257)
 
 

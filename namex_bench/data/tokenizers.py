@@ -13,8 +13,8 @@
 
 Naming scheme for ``pretrained:`` / ``tokenizer:`` fields (:func:`resolve_pretrained`): the
 names of :data:`OFFLINE_PRETRAINED` — ``all-MiniLM-L6-v2``, ``gpt2-tokenizer`` and
-``byte-tokenizer`` — stand for the offline copies, matched case-insensitively and optionally written ``archive:<name>``
-(``archive:`` with any other name is an error). Every other string is a hub id or a local
+``byte-tokenizer`` — stand for the offline copies, matched case-insensitively and optionally
+written ``archive:<name>`` (``archive:`` with any other name is an error). Every other string is a hub id or a local
 folder and is passed to ``from_pretrained`` unchanged (so ``sentence-transformers/all-MiniLM-L6-v2``
 still means the hub).
 """

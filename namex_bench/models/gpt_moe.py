@@ -2,8 +2,9 @@
 
 From scratch (``n_layer``, ``n_embd``, ``n_head``; GPT-2's byte-level BPE, 50,257 tokens,
 from a pinned offline archive, or ``tokenizer``: e.g. ``byte-tokenizer``, 257 tokens, whose
-output layer is ~200× cheaper — what a small CPU budget should spend on the model) or upcycled from a dense GPT-2 checkpoint (``pretrained``:
-a hub id such as ``gpt2`` or a local folder; its own tokenizer). The blocks are GPT-2's,
+output layer is ~200× cheaper — where a small CPU budget is better spent on the model) or
+upcycled from a dense GPT-2 checkpoint (``pretrained``: a hub id such as ``gpt2`` or a local
+folder; its own tokenizer). The blocks are GPT-2's,
 read like nanoGPT's::
 
     h = x + Attn(LN_1(x))                  causal self-attention

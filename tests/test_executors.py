@@ -83,6 +83,7 @@ def test_local_executor_with_two_workers_gives_the_serial_records_and_survives_k
     assert "Requeued job" in log, log[-2000:]
     assert all(r["placement"]["executor"] == "local" for r in records.values())
     assert not list((jobs / FOLDER / "running").glob("*.json")) and not list(jobs.rglob(".*.tmp"))
+    assert not (jobs / FOLDER / "jobs" / "%j").exists()  # only the jobs' own folders
 
     assert main(["run", str(suite), "--results", str(serial), "--limit", LIMIT, "--no-report"]) == 0
     assert metrics_by_key(jobs) == metrics_by_key(serial)  # bit-identical metrics and cells, same keys and configs

@@ -22,6 +22,7 @@ each submission is listed in ``<results>/<suite>/submissions/``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections import deque
@@ -206,6 +207,8 @@ def run_local(
                 else:
                     submission.died.append(f"job {job.job_id} ({reason}); log: {job.paths.stderr}")
     bar.close()
+    with contextlib.suppress(OSError):  # the empty folder submitit makes of the template itself
+        (logs / "%j").rmdir()
 
 
 def _recorded_since(path: Path, since: float) -> bool:

@@ -34,10 +34,16 @@ def resolved_options(method: MethodEntry) -> dict[str, Any]:
     return method_options.resolved_options(cls, cls.given_options(method.preset, method.options))
 
 
+#: Task fields added after records existed whose unset value (``None``) means what the run did before
+#: them: left out of the key when unset, so that adding them kept every earlier run's key.
+UNSET_ADDITIONS = ("augment", "early_stopping")
+
+
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """What a run's key hashes: its configuration without presentation (the task's ``note`` and
-    ``ranked``, the method's ``preset`` name — its options are in the resolved ``options``)."""
-    task = {k: v for k, v in config["task"].items() if k not in ("note", "ranked")}
+    ``ranked``, the method's ``preset`` name — its options are in the resolved ``options``; an unset
+    field of :data:`UNSET_ADDITIONS`)."""
+    task = {k: v for k, v in config["task"].items() if k not in ("note", "ranked") and not (k in UNSET_ADDITIONS and v is None)}
     method = {k: v for k, v in config["method"].items() if k != "preset"}
     return {**config, "method": method, "task": task}
 

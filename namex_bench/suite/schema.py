@@ -234,12 +234,30 @@ class TaskBase(Strict):
     ranked: bool = True
 
 
+class ImageAugment(Strict):
+    """Random affine augmentation of the training images (``data/augment.py``), drawn per image and
+    step from the run's seed: rotation up to ``rotate`` degrees either way, scale in ``scale``,
+    translation up to ``shift`` of the image size along each axis."""
+
+    rotate: Annotated[float, Field(ge=0, le=180)] = 0.0
+    scale: tuple[PositiveFloat, PositiveFloat] = (1.0, 1.0)
+    shift: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+
+    @model_validator(mode="after")
+    def _scale_ordered(self) -> ImageAugment:
+        if self.scale[0] > self.scale[1]:
+            raise ValueError(f"scale: the low end ({self.scale[0]}) must not exceed the high end ({self.scale[1]})")
+        return self
+
+
 class ImageClassificationTask(TaskBase):
-    """Train (optionally) and evaluate a classifier: top-1 and top-5 accuracy, loss."""
+    """Train (optionally) and evaluate a classifier: top-1 and top-5 accuracy, loss; ``augment``:
+    random affine moves of the training images (none by default)."""
 
     type: Literal["image_classification"]
     data: ImageData
     train: TrainConfig = Field(default_factory=TrainConfig)
+    augment: ImageAugment | None = None
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
@@ -346,12 +364,27 @@ class PerplexityEval(Strict):
         return self
 
 
+class EarlyStopping(Strict):
+    """Validation during training: every ``every`` steps (and after the last), the perplexity of the
+    first ``tokens`` tokens of the corpus's validation split in non-overlapping windows of the training
+    context; training stops once ``patience`` checks in a row have not lowered the best perplexity by a
+    factor of at least ``1 − min_improvement``, and the weights of the best check are kept. The training
+    schedule (``train.epochs``) is the most it may run."""
+
+    every: PositiveInt
+    tokens: PositiveInt = 16384
+    patience: PositiveInt = 3
+    min_improvement: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
 class LMTraining(Strict):
-    """Next-token training on a corpus cut into blocks of ``context`` tokens."""
+    """Next-token training on a corpus cut into blocks of ``context`` tokens (``early_stopping``: on
+    the validation split's perplexity; none by default)."""
 
     data: CorpusData
     context: PositiveInt = 128
     train: TrainConfig = Field(default_factory=TrainConfig)
+    early_stopping: EarlyStopping | None = None
 
 
 class LanguageModelingTask(TaskBase, LMTraining):

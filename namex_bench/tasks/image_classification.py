@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.augment import RandomAffine
 from ..data.image_folder import hf_image_dataset, image_folder_dataset
 from ..data.limit import limit_dataset
 from ..data.mnist5k import load_mnist5k
@@ -74,7 +75,9 @@ def run_image_classification(task: ImageClassificationTask, model_entry: ModelEn
 
     batch = min(task.train.batch_size, len(train_set))
     loader = distributed.train_loader(train_set, batch, seed, device=ctx.device)
-    result = train(model, loader, task.train, classification_loss, ctx.device, ctx.autocast_dtype)
+    aug = task.augment
+    augment = None if aug is None else RandomAffine(aug.rotate, aug.scale, aug.shift, seed, distributed.rank())
+    result = train(model, loader, task.train, classification_loss, ctx.device, ctx.autocast_dtype, transform=augment)
     with MergeCache(model):  # each merge's parameter-only parts once (moe/eval_cache.py)
         start = time.perf_counter()
         outcomes = evaluate_classifier(model, distributed.eval_loader(test_set, task.eval.batch_size, device=ctx.device), ctx.device, ctx.autocast_dtype)

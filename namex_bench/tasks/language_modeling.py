@@ -32,7 +32,7 @@ from .base import RunContext, TaskResult
 from .diagnostics import mechanism_diagnostics, token_blocks
 from .examples import PerExample
 from .trained_models import train_once
-from .training import TrainResult, seeded_model, train
+from .training import TrainResult, Validator, seeded_model, train
 
 
 class TokenBlocks(Dataset):
@@ -82,7 +82,13 @@ def train_lm(model: HFMoEModel, training: LMTraining, seed: int, ctx: RunContext
     blocks = limit_dataset(TokenBlocks(corpus_tokens(training.data, "train", model.tokenizer), training.context), ctx.limit)
     batch = min(training.train.batch_size, len(blocks))
     loader = distributed.train_loader(blocks, batch, seed, device=ctx.device)
-    return train(model, loader, training.train, next_token_loss, ctx.device, ctx.autocast_dtype, parallel=ctx.parallel)
+    validator = None
+    if training.early_stopping is not None:
+        stop = training.early_stopping
+        tokens = corpus_tokens(training.data, "validation", model.tokenizer)[: stop.tokens]
+        validator = Validator(lambda: perplexity(model, tokens, training.context, training.context, ctx, 16)[0]["nll"],
+                              stop.every, stop.patience, stop.min_improvement)
+    return train(model, loader, training.train, next_token_loss, ctx.device, ctx.autocast_dtype, parallel=ctx.parallel, validator=validator)
 
 
 def train_lm_once(model: HFMoEModel, training: LMTraining, model_entry: ModelEntry, method: MethodEntry | None, seed: int,
@@ -97,7 +103,8 @@ def train_lm_once(model: HFMoEModel, training: LMTraining, model_entry: ModelEnt
 
     what = {
         "model": {"builder": model_entry.builder, "params": get_builder(model_entry.builder).validate(model_entry.params).model_dump(mode="json")},
-        "training": LMTraining(data=training.data, context=training.context, train=training.train).model_dump(mode="json"),
+        "training": LMTraining(data=training.data, context=training.context, train=training.train,
+                               early_stopping=training.early_stopping).model_dump(mode="json", exclude={"early_stopping"} if training.early_stopping is None else None),
         "seed": seed,
     }
     if method is not None:
@@ -140,7 +147,7 @@ def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, m
     max_tokens = task.eval.max_tokens
     if ctx.limit is not None:
         max_tokens = min(max_tokens or ctx.limit * context, ctx.limit * context)
-    metrics, goals, cells = {}, {}, []
+    metrics, goals, cells = {}, {}, {"perplexity": []}
     examples = PerExample()
     with MergeCache(model):  # each merge's parameter-only parts once (moe/eval_cache.py)
         for split, prefix in (("test", ""), ("validation", "val_"), *([("kjv", "kjv_")] if task.eval.kjv else [])):
@@ -151,15 +158,18 @@ def run_language_modeling(task: LanguageModelingTask, model_entry: ModelEntry, m
             examples.metric(prefix + "ppl", f"perplexity/{split}", "nll", weight="tokens", link="exp")
             examples.metric(prefix + "nll", f"perplexity/{split}", "nll", weight="tokens")
             goals.update({prefix + "ppl": "min", prefix + "nll": "min"})
-            cells.append({"text": split, **scores, "context": context, "stride": stride})
+            cells["perplexity"].append({"text": split, **scores, "context": context, "stride": stride})
     if result.steps:
         metrics["train_loss"] = result.final_loss
         goals["train_loss"] = "min"
     timings = {"train_s": 0.0 if reused else result.train_s, "eval_s": time.perf_counter() - start, "step_s": result.step_s,
                "train_steps": result.steps, "train_reused": int(reused)}
+    if result.best_step is not None:
+        timings["best_step"] = result.best_step
+        cells["validation"] = [{"step": step, "nll": nll, "ppl": math.exp(nll)} for step, nll in result.validation]
     start = time.perf_counter()
     diagnostics = lm_diagnostics(model, task.data, task.context, ctx)
     timings["diagnostics_s"] = time.perf_counter() - start
     bounds = {k: ((1.0, None) if k.endswith("ppl") else (0.0, None)) for k in metrics}
-    return TaskResult(metrics=metrics, goals=goals, primary="ppl", cells={"perplexity": cells}, timings=timings,
+    return TaskResult(metrics=metrics, goals=goals, primary="ppl", cells=cells, timings=timings,
                       params=parameter_counts(model), bounds=bounds, examples=examples, diagnostics=diagnostics)

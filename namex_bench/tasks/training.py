@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -115,6 +115,42 @@ class TrainResult:
     step_s: float
     final_loss: float
     mean_aux_loss: float
+    best_step: int | None = None  # with a Validator: the step whose weights were kept
+    validation: list[tuple[int, float]] | None = None  # with a Validator: (step, validation loss) of every check
+
+
+@dataclass
+class Validator:
+    """Early stopping for :func:`train`: ``loss()`` (lower is better; the model is in eval mode while it
+    runs) every ``every`` steps and after the last; training stops once ``patience`` checks in a row
+    have not gone below ``best · (1 − min_improvement)``, and the best check's weights are restored."""
+
+    loss: Callable[[], float]
+    every: int
+    patience: int
+    min_improvement: float = 0.0
+    history: list[tuple[int, float]] = field(default_factory=list)
+    best: float = math.inf
+    best_step: int | None = None
+    best_state: dict[str, Tensor] | None = None
+    stale: int = 0  # checks since the best
+
+    def should_stop(self, model: nn.Module, step: int) -> bool:
+        """Check at ``step``: keep the weights if they are the best so far; whether to stop."""
+        value = self.loss()
+        model.train()
+        self.history.append((step, value))
+        if self.best_step is None or value < self.best * (1 - self.min_improvement):
+            self.best, self.best_step, self.stale = value, step, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best check's weights into ``model``."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
 
 
 def train(
@@ -126,12 +162,16 @@ def train(
     autocast_dtype: torch.dtype | None,
     desc: str = "train",
     parallel: str = "ddp",
+    transform: Callable[[Any, int], Any] | None = None,
+    validator: Validator | None = None,
 ) -> TrainResult:
     """Train ``model`` in place (as float32 master weights) for ``cfg.epochs`` passes over ``loader``.
 
     ``loader`` yields ``(inputs, targets)``: ``inputs`` a tensor, or a dict passed as keyword
     arguments; ``loss_fn(model output, targets)`` (computed in float32 or wider). Under
-    ``torchrun``, ``parallel`` is ``ddp`` or ``fsdp`` (:func:`distributed.wrap`)."""
+    ``torchrun``, ``parallel`` is ``ddp`` or ``fsdp`` (:func:`distributed.wrap`). ``transform(inputs,
+    step)``: applied to each batch's inputs on the device (e.g. seeded augmentation). ``validator``:
+    early stopping (:class:`Validator`); the weights kept are its best check's."""
     total = math.ceil(cfg.epochs * len(loader)) if cfg.epochs > 0 else 0
     if total > MAX_TRAIN_STEPS:
         raise ValueError(f"train.epochs: {cfg.epochs:g} epochs of {len(loader):,} batches is {total:,} training steps, "
@@ -156,6 +196,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, cfg)
             inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
+            if transform is not None:
+                inputs = transform(inputs, step)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 out = net(**inputs) if isinstance(inputs, dict) else net(inputs)
                 task_loss = loss_fn(out.output, targets)
@@ -179,8 +221,14 @@ def train(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if validator is not None and (step % validator.every == 0 or step == total) and validator.should_stop(model, step):
+                total = step  # stop: validation stopped improving
         epoch += 1
     bar.close()
     elapsed = time.perf_counter() - start
     tail = losses[-max(1, len(losses) // 10) :]
-    return TrainResult(step, elapsed, elapsed / step, float(np.mean(tail)), float(np.mean(aux_losses)))
+    if validator is None:
+        return TrainResult(step, elapsed, elapsed / step, float(np.mean(tail)), float(np.mean(aux_losses)))
+    validator.restore(model)
+    return TrainResult(step, elapsed, elapsed / step, float(np.mean(tail)), float(np.mean(aux_losses)), validator.best_step,
+                       list(validator.history))

@@ -96,6 +96,13 @@ def sigterm_stops_like_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _stopped(stop: KeyboardInterrupt, where: Path) -> int:
+    """One line for Ctrl-C or SIGTERM during ``run``; exit status 130 or 143."""
+    what, code = ("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+    print(f"namex-bench: {what}; finished runs are kept in {where / 'runs'} — rerun to resume", file=sys.stderr)
+    return code
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner.records import results_folder
     from .runner.runner import run_suite
@@ -117,9 +124,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = run_suite(suite, results, shard_spec=shard_spec, selection=selection, limit=args.limit, device=args.device,
                             fail_fast=args.fail_fast, skip_damaged=args.skip_damaged)
     except KeyboardInterrupt as stop:
-        what, code = ("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
-        print(f"namex-bench: {what}; finished runs are kept in {results / folder / 'runs'} — rerun to resume", file=sys.stderr)
-        return code
+        return _stopped(stop, results / folder)
     if not distributed.is_main():
         return 0
     elsewhere = f", {len(summary.elsewhere)} left to another process running them" if summary.elsewhere else ""
@@ -148,8 +153,11 @@ def _submit(args: argparse.Namespace, suite, results: Path, folder: str, shard_s
         cpus_per_run=args.cpus_per_run, mem_gb=args.mem, time_min=args.time, max_parallel=args.max_parallel, runs_per_job=args.runs_per_job,
     )
     options = SubmitOptions(args.executor, cluster, retries=args.retries)
-    submission = submit_suite(suite, results, options, limit=args.limit, device=args.device, shard_spec=shard_spec, selection=selection)
     where = results / folder
+    try:
+        submission = submit_suite(suite, results, options, limit=args.limit, device=args.device, shard_spec=shard_spec, selection=selection)
+    except KeyboardInterrupt as stop:  # the local executor's workers are stopped first (executors/submit.py)
+        return _stopped(stop, where)
     print(
         f"{suite.name}: {submission.total} runs, {submission.done} already done, {len(submission.in_flight)} already queued or running, "
         f"{submission.submitted} submitted in {submission.job_count} {args.executor} job(s); logs in {where / 'jobs'}"

@@ -98,6 +98,37 @@ def test_local_executor_with_two_workers_gives_the_serial_records_and_survives_k
     assert "leaderboard:" in out and (jobs / FOLDER / "leaderboard.md").is_file()  # as without --executor: regenerated
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow  # ~30 s on 2 cores
+def test_stopping_the_local_executor_stops_its_workers_and_a_rerun_finishes(tmp_path):
+    suite = write_suite(tmp_path, seeds=(0, 1, 2), runtime="{threads: 1}")
+    results = tmp_path / "jobs"
+    command = [sys.executable, "-m", "namex_bench.cli", "run", str(suite), "--results", str(results), "--limit", LIMIT,
+               "--executor", "local", "--max-parallel", "2", "--runs-per-job", "3", "--no-report"]
+    proc = subprocess.Popen(command, env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and not markers(results) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = {m["pid"] for m in markers(results)}
+    assert workers, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)  # the runner only, as `kill PID` does: it stops its workers itself
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in out and "Traceback" not in out, out
+    assert not any(alive(pid) for pid in workers), out  # no worker left running (and writing) after the suite stopped
+
+    assert main(["run", str(suite), "--results", str(results), "--limit", LIMIT, "--executor", "local", "--max-parallel", "2",
+                 "--no-report"]) == 0
+    records = read_records(results, FOLDER)
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records)
+
+
 def fake_slurm(bin_dir: Path, squeue_states: Path) -> None:
     """``sbatch`` that keeps the script and answers with job 4242, ``srun`` (submitit looks for it),
     and ``squeue`` that prints the states listed in ``squeue_states``."""

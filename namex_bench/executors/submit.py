@@ -23,6 +23,7 @@ each submission is listed in ``<results>/<suite>/submissions/``.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import time
 from collections import deque
@@ -178,37 +179,63 @@ def run_local(
     running: list[tuple[submitit.local.local.LocalJob, SuiteJob, int, int, float]] = []  # job, spec, retries, slot, start
     listed: list[tuple[str, int | None, tuple[str, ...]]] = []
     free = list(range(options.workers))
-    while queue or running:
-        while queue and free:
-            spec, retries = queue.popleft()
-            slot = free.pop(0)
-            if gpu_slots:
-                executor.update_parameters(gpus_per_node=cluster.gpus_per_run, visible_gpus=gpu_slots[slot])
-            started = time.time()
-            job = executor.submit(spec)
-            running.append((job, spec, retries, slot, started))
-            submission.jobs[job.job_id] = [names[k] for k in spec.keys]
-            listed.append((job.job_id, int(job.job_id), spec.keys))
-            write_manifest(manifest, "local", listed, cluster)
-        time.sleep(0.2)
-        bar.update(sum(_recorded_since(path, begun) for path in records) - bar.n)
-        for entry in [e for e in running if e[0].done()]:
-            running.remove(entry)
-            job, spec, retries, slot, started = entry
-            free.append(slot)
-            try:
-                job.result()
-            except Exception as exc:  # the job's process died or raised outside its runs
-                unrecorded = tuple(k for k in spec.keys if not _recorded_since(record_path(results_root, folder, k), started))
-                reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                if unrecorded and retries > 0:
-                    queue.append((replace(spec, keys=unrecorded), retries - 1))
-                    submission.died.append(f"job {job.job_id} ({reason}): resubmitted {len(unrecorded)} run(s)")
-                else:
-                    submission.died.append(f"job {job.job_id} ({reason}); log: {job.paths.stderr}")
+    counted = 0.0
+    try:
+        while queue or running:
+            while queue and free:
+                spec, retries = queue.popleft()
+                slot = free.pop(0)
+                if gpu_slots:
+                    executor.update_parameters(gpus_per_node=cluster.gpus_per_run, visible_gpus=gpu_slots[slot])
+                started = time.time()
+                job = executor.submit(spec)
+                running.append((job, spec, retries, slot, started))
+                submission.jobs[job.job_id] = [names[k] for k in spec.keys]
+                listed.append((job.job_id, int(job.job_id), spec.keys))
+                write_manifest(manifest, "local", listed, cluster)
+            time.sleep(0.2)
+            if time.time() - counted >= 2:  # the records, every 2 s: stat()s of every submitted run
+                bar.update(sum(_recorded_since(path, begun) for path in records) - bar.n)
+                counted = time.time()
+            for entry in [e for e in running if e[0].done()]:
+                running.remove(entry)
+                job, spec, retries, slot, started = entry
+                free.append(slot)
+                try:
+                    job.result()
+                except Exception as exc:  # the job's process died or raised outside its runs
+                    unrecorded = tuple(k for k in spec.keys if not _recorded_since(record_path(results_root, folder, k), started))
+                    reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                    if unrecorded and retries > 0:
+                        queue.append((replace(spec, keys=unrecorded), retries - 1))
+                        submission.died.append(f"job {job.job_id} ({reason}): resubmitted {len(unrecorded)} run(s)")
+                    else:
+                        submission.died.append(f"job {job.job_id} ({reason}); log: {job.paths.stderr}")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the workers too, not only this process
+        _stop_workers([entry[0] for entry in running])
+        raise
+    bar.update(sum(_recorded_since(path, begun) for path in records) - bar.n)
     bar.close()
     with contextlib.suppress(OSError):  # the empty folder submitit makes of the template itself
         (logs / "%j").rmdir()
+
+
+def _stop_workers(jobs: list, wait_s: float = 60.0) -> None:
+    """Stop the running local jobs: SIGINT to their worker processes (the run in each stops as under
+    Ctrl-C, finished runs kept; submitit's workers ignore SIGTERM), a wait of up to ``wait_s`` for them
+    to exit, then submitit's ``cancel`` for any job still running."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "submitit.core._submit" in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGINT)
+    deadline = time.time() + wait_s
+    while any(not job.done() for job in jobs) and time.time() < deadline:
+        time.sleep(0.2)
+    for job in jobs:
+        if not job.done():
+            job.cancel(check=False)
 
 
 def _recorded_since(path: Path, since: float) -> bool:

@@ -112,7 +112,9 @@ def test_stopping_the_local_executor_stops_its_workers_and_a_rerun_finishes(tmp_
     results = tmp_path / "jobs"
     command = [sys.executable, "-m", "namex_bench.cli", "run", str(suite), "--results", str(results), "--limit", LIMIT,
                "--executor", "local", "--max-parallel", "2", "--runs-per-job", "3", "--no-report"]
-    proc = subprocess.Popen(command, env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # started as `nohup namex-bench run … &` from a script starts it: with SIGINT ignored, which its workers inherit
+    proc = subprocess.Popen(command, env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 600
     while proc.poll() is None and not markers(results) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -122,6 +124,8 @@ def test_stopping_the_local_executor_stops_its_workers_and_a_rerun_finishes(tmp_
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "terminated (SIGTERM)" in out and "Traceback" not in out, out
     assert not any(alive(pid) for pid in workers), out  # no worker left running (and writing) after the suite stopped
+    logs = "".join(p.read_text() for p in (results / FOLDER / "jobs").rglob("*_log.err"))
+    assert "KeyboardInterrupt" in logs  # the workers stopped on SIGINT (their run interrupted as by Ctrl-C), not killed
 
     assert main(["run", str(suite), "--results", str(results), "--limit", LIMIT, "--executor", "local", "--max-parallel", "2",
                  "--no-report"]) == 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -63,7 +64,12 @@ class SuiteJob(submitit.helpers.Checkpointable):
     names: tuple[str, ...] = ()
 
     def __call__(self) -> dict[str, str]:
-        """Run the job; returns ``{run name: status}`` of the runs it executed."""
+        """Run the job; returns ``{run name: status}`` of the runs it executed.
+
+        SIGINT stops the job's run as Ctrl-C stops a serial run (the suite's runner sends it when it is
+        stopped), even where the worker inherited SIGINT ignored — as every process started in the
+        background of a non-interactive shell (``nohup namex-bench run … &``) does."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         if self.processes > 1 and not distributed.launched():
             return self._torchrun()
         if self.threads is not None:

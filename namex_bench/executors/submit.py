@@ -222,20 +222,31 @@ def run_local(
 
 def _stop_workers(jobs: list, wait_s: float = 60.0) -> None:
     """Stop the running local jobs: SIGINT to their worker processes (the run in each stops as under
-    Ctrl-C, finished runs kept; submitit's workers ignore SIGTERM), a wait of up to ``wait_s`` for them
-    to exit, then submitit's ``cancel`` for any job still running."""
+    Ctrl-C, its runner's bookkeeping done; submitit's workers ignore SIGTERM), a wait of up to ``wait_s``
+    for them to exit, then SIGKILL to any worker still there (its run unrecorded, redone next time)."""
     import psutil
 
-    for child in psutil.Process().children(recursive=True):
+    workers = [p for p in psutil.Process().children(recursive=True) if _is_worker(p)]
+    for worker in workers:
         with contextlib.suppress(psutil.Error):
-            if "submitit.core._submit" in " ".join(child.cmdline()):
-                child.send_signal(signal.SIGINT)
-    deadline = time.time() + wait_s
-    while any(not job.done() for job in jobs) and time.time() < deadline:
+            worker.send_signal(signal.SIGINT)
+    _, alive = psutil.wait_procs(workers, timeout=wait_s)
+    for worker in alive:
+        with contextlib.suppress(psutil.Error):
+            worker.kill()
+    deadline = time.time() + 10
+    while any(not job.done() for job in jobs) and time.time() < deadline:  # their submitit controllers exit after them
         time.sleep(0.2)
-    for job in jobs:
-        if not job.done():
-            job.cancel(check=False)
+
+
+def _is_worker(process) -> bool:
+    """Whether ``process`` is a submitit worker executing a job (not its controller)."""
+    import psutil
+
+    try:
+        return "submitit.core._submit" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def _recorded_since(path: Path, since: float) -> bool:

@@ -34,16 +34,24 @@ def resolved_options(method: MethodEntry) -> dict[str, Any]:
     return method_options.resolved_options(cls, cls.given_options(method.preset, method.options))
 
 
-#: Task fields added after records existed whose unset value (``None``) means what the run did before
-#: them: left out of the key when unset, so that adding them kept every earlier run's key.
+#: Task fields (at any depth) added after records existed whose unset value (``None``) means what the
+#: run did before them: left out of the key when unset, so that adding them kept every earlier run's key.
 UNSET_ADDITIONS = ("augment", "early_stopping")
+
+
+def _without_unset(value: Any) -> Any:
+    """``value`` without the unset fields of :data:`UNSET_ADDITIONS`, at any depth (a compression
+    task's ``pretrain`` is an LM training of its own)."""
+    if isinstance(value, dict):
+        return {k: _without_unset(v) for k, v in value.items() if not (k in UNSET_ADDITIONS and v is None)}
+    return value
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """What a run's key hashes: its configuration without presentation (the task's ``note`` and
     ``ranked``, the method's ``preset`` name — its options are in the resolved ``options``; an unset
     field of :data:`UNSET_ADDITIONS`)."""
-    task = {k: v for k, v in config["task"].items() if k not in ("note", "ranked") and not (k in UNSET_ADDITIONS and v is None)}
+    task = _without_unset({k: v for k, v in config["task"].items() if k not in ("note", "ranked")})
     method = {k: v for k, v in config["method"].items() if k != "preset"}
     return {**config, "method": method, "task": task}
 

@@ -104,9 +104,11 @@ def train_lm_once(model: HFMoEModel, training: LMTraining, model_entry: ModelEnt
     what = {
         "model": {"builder": model_entry.builder, "params": get_builder(model_entry.builder).validate(model_entry.params).model_dump(mode="json")},
         "training": LMTraining(data=training.data, context=training.context, train=training.train,
-                               early_stopping=training.early_stopping).model_dump(mode="json", exclude={"early_stopping"} if training.early_stopping is None else None),
+                               early_stopping=training.early_stopping).model_dump(mode="json"),
         "seed": seed,
     }
+    if training.early_stopping is None:  # models trained before the option existed keep their address
+        del what["training"]["early_stopping"]
     if method is not None:
         cls = get_method(method.name)
         what["method"] = {"name": method.name, "options": resolved_options(cls, cls.given_options(method.preset, method.options))}

@@ -195,26 +195,19 @@ def run_local(
                 write_manifest(manifest, "local", listed, cluster)
             time.sleep(0.2)
             if time.time() - counted >= 2:  # the records, every 2 s: stat()s of every submitted run
-                bar.update(sum(_recorded_since(path, begun) for path in records) - bar.n)
+                bar.update(_count_recorded(records, begun) - bar.n)
                 counted = time.time()
             for entry in [e for e in running if e[0].done()]:
                 running.remove(entry)
                 job, spec, retries, slot, started = entry
                 free.append(slot)
-                try:
-                    job.result()
-                except Exception as exc:  # the job's process died or raised outside its runs
-                    unrecorded = tuple(k for k in spec.keys if not _recorded_since(record_path(results_root, folder, k), started))
-                    reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                    if unrecorded and retries > 0:
-                        queue.append((replace(spec, keys=unrecorded), retries - 1))
-                        submission.died.append(f"job {job.job_id} ({reason}): resubmitted {len(unrecorded)} run(s)")
-                    else:
-                        submission.died.append(f"job {job.job_id} ({reason}); log: {job.paths.stderr}")
+                retry = _settle(job, spec, retries, started, results_root, folder, submission)
+                if retry is not None:
+                    queue.append(retry)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the workers too, not only this process
         _stop_workers([entry[0] for entry in running])
         raise
-    bar.update(sum(_recorded_since(path, begun) for path in records) - bar.n)
+    bar.update(_count_recorded(records, begun) - bar.n)
     bar.close()
     with contextlib.suppress(OSError):  # the empty folder submitit makes of the template itself
         (logs / "%j").rmdir()
@@ -249,8 +242,30 @@ def _is_worker(process) -> bool:
         return False
 
 
+def _settle(job, spec: SuiteJob, retries: int, started: float, results_root: Path, folder: str, submission: Submission):
+    """A finished local job: nothing when it ended normally; when its process died or raised outside
+    its runs, ``(job with its runs that have no record, retries - 1)`` to submit again while retries
+    are left (else the death is listed in ``submission``)."""
+    try:
+        job.result()
+        return None
+    except Exception as exc:
+        unrecorded = tuple(k for k in spec.keys if not _recorded_since(record_path(results_root, folder, k), started))
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        if unrecorded and retries > 0:
+            submission.died.append(f"job {job.job_id} ({reason}): resubmitted {len(unrecorded)} run(s)")
+            return replace(spec, keys=unrecorded), retries - 1
+        submission.died.append(f"job {job.job_id} ({reason}); log: {job.paths.stderr}")
+        return None
+
+
 def _recorded_since(path: Path, since: float) -> bool:
     return path.is_file() and path.stat().st_mtime >= since
+
+
+def _count_recorded(paths: list[Path], since: float) -> int:
+    """How many of ``paths`` are records written since ``since``."""
+    return sum(_recorded_since(path, since) for path in paths)
 
 
 def _gpu_slots(workers: int, gpus_per_run: int) -> list[list[int]]:

@@ -120,7 +120,7 @@ def test_the_primary_metric_plot_shows_intervals_inside_the_range_on_a_fitted_ax
     lo, hi = deltas.get_xlim()
     assert lo < 0 < hi and hi - lo < 0.2  # the differences' scale, with 0 in view
     labels = [t.get_text() for t in values.get_yticklabels()]
-    assert labels == [*(m if m != "smear" else "smear (reference)" for m in section.leaderboard.methods)]
+    assert labels == [*(m if m != "smear" else "smear (baseline)" for m in section.leaderboard.methods)]
     assert primary_metric_png(section.leaderboard, section.paired)[:8] == b"\x89PNG\r\n\x1a\n"
     rendered(_primary_figure, section.leaderboard)  # no reference: one panel
 
@@ -141,7 +141,7 @@ def test_the_mce_plot_is_ordered_by_mce_and_stays_in_range(report):
     assert_no_overlapping_text(figure)
     axes = figure.axes[0]
     order = list(rob.table.sort_values("corruption_error_mean")["method"])
-    assert [t.get_text().replace(" (reference)", "") for t in axes.get_yticklabels()] == order
+    assert [t.get_text().replace(" (baseline)", "") for t in axes.get_yticklabels()] == order
     assert order != rob.methods  # the leaderboard's order (by top-1) is not the mCE order here
     for low, high in interval_lines(axes):
         assert 0.0 <= low <= high <= 1.0

@@ -107,7 +107,7 @@ def _forest(
     if line_at is not None:
         axes.axvline(line_at, color="#555555", linewidth=0.8, linestyle="--", zorder=0)
     axes.set_ylim(-0.6, len(methods) - 0.4)
-    labels = [f"{m} (reference)" if m == highlight else m for m in methods]
+    labels = [f"{m} (baseline)" if m == highlight else m for m in methods]
     axes.set_yticks(rows, labels if names else [""] * len(methods))
     if not names:
         axes.tick_params(axis="y", length=0)
@@ -147,7 +147,7 @@ def _primary_figure(board: Leaderboard, paired: PairedTable | None = None):
             estimates, lows, highs, labels, filled = [], [], [], [], []
             for m in methods:
                 if m == reference:
-                    estimates.append(0.0), lows.append(None), highs.append(None), labels.append("reference"), filled.append(True)
+                    estimates.append(0.0), lows.append(None), highs.append(None), labels.append("baseline"), filled.append(True)
                     continue
                 r = rows.loc[m]
                 est = None if r["delta_mean"] != r["delta_mean"] else float(r["delta_mean"])
@@ -237,7 +237,7 @@ def _severity_figure(rob: RobustnessTable):
         grid.flat[0].set_xticks(severities)
         grid.flat[0].set_ylim(*_fitted_limits(errors, errors, bounds=(0.0, 1.0)))
         handles = [
-            Line2D([], [], **style[m], label=f"{m} (reference)" if m == rob.reference else m) for m in methods
+            Line2D([], [], **style[m], label=f"{m} (baseline)" if m == rob.reference else m) for m in methods
         ]
         figure.legend(handles=handles, loc="outside lower center", ncols=min(4, max(1, len(methods))), fontsize="small")
         figure.suptitle(f"{rob.task} / {rob.model}: top-1 error by severity (mean over seeds)", fontsize="medium")
@@ -293,7 +293,7 @@ def _profile_figure(agg: AcrossTasks):
             fraction, lo, hi = performance_profile(agg.scores[m], taus, rng=rng_for("profile", *agg.tasks, m))
             colour = _LINE_COLOURS[i % len(_LINE_COLOURS)]
             axes.plot(taus, fraction, color=colour, linewidth=1.4, linestyle="--" if m == agg.reference else "-",
-                      label=f"{m} (reference)" if m == agg.reference else m)
+                      label=f"{m} (baseline)" if m == agg.reference else m)
             axes.fill_between(taus, lo, hi, color=colour, alpha=0.15, linewidth=0)
         axes.axvline(1.0, color="#555555", linewidth=0.8, linestyle=":", zorder=0)
         axes.set_xlim(low, high)

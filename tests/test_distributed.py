@@ -6,8 +6,11 @@ batch: the MoE auxiliary (switch) loss is computed per rank over its 8 images, n
 over the 16. That moves the weights by ~1e-5 after the 4 steps of the tiny suite
 (aux coefficient 0.01 × lr 1e-3); the evaluation itself is exact (every test example
 is scored once, the sums are all-reduced). Measured: |Δ loss| ≤ 7e-6,
-|Δ train_loss| ≤ 3e-5, identical top-1/top-5; the tolerances below are ~10× that,
-and at most one of the 64 test digits may change its prediction.
+|Δ train_loss| ≤ 3e-5; the tolerances below are ~10× that. Predictions are not compared
+across the two runs: after 4 steps the model is at chance (loss ≈ 2.30 = ln 10, its 10
+logits nearly tied), so a perturbation of 1e-6 flips predictions — on one Intel Xeon,
+3 of the 64 digits of one run (top-1 0.156 against 0.109) with |Δ loss| = 1e-6. The
+per-example losses, which measure the same perturbation without the ties, are compared.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from namex_bench.runner.records import read_records
 pytestmark = pytest.mark.slow  # minutes on 2 cores: not in CI's second pass (generic CPU kernels)
 
 LOSS_TOL = 2e-4  # absolute, on losses ≈ 2.3
-ACC_TOL = 1 / 64 + 1e-12  # one test example of 64
 
 SUITE = """\
 name: tiny
@@ -102,8 +104,6 @@ def test_two_cpu_processes_match_one_process(tmp_path, capsys):
         assert record["environment"]["world_size"] == 2 and expected["environment"]["world_size"] == 1
         assert record["timings"]["train_steps"] == expected["timings"]["train_steps"] == 4  # the same global batches
         assert record["params"] == expected["params"]
-        for metric in ("top1", "top5"):
-            assert abs(record["metrics"][metric] - expected["metrics"][metric]) <= ACC_TOL, (record["name"], metric)
         for metric in ("loss", "train_loss"):
             differences[record["name"], metric] = abs(record["metrics"][metric] - expected["metrics"][metric])
             assert differences[record["name"], metric] <= LOSS_TOL, (record["name"], metric, differences)
@@ -113,7 +113,6 @@ def test_two_cpu_processes_match_one_process(tmp_path, capsys):
         shards = read_examples(ddp / "tiny-limit64" / "runs", record)["test"]
         whole = read_examples(single / "tiny-limit64" / "runs", serial[key])["test"]
         assert np.array_equal(shards["id"], whole["id"]) and len(whole["id"]) == 64
-        assert np.sum(shards["correct"] != whole["correct"]) <= 1
         # one example's loss moves more than the mean (2 processes sum gradients in another order):
         # up to 2.1e-3 measured under ATEN_CPU_CAPABILITY=default, on losses ≈ 2.3
         assert np.max(np.abs(shards["loss"] - whole["loss"])) <= 25 * LOSS_TOL

@@ -190,7 +190,11 @@ def test_regression_task_reports_pearson_and_spearman(tmp_path):
     assert result.timings["train_steps"] == 3 and result.cells["test_sets"][0]["examples"] == 12
     diagnostics = result.diagnostics  # a regression head: no prediction to change
     assert diagnostics["batch"]["positions"] == 12 and diagnostics["ablations"]["nash_weights"]["changed_predictions"] is None
-    assert diagnostics["ablations"]["base"]["mean_abs_delta_logit"] > 0
+    # the curvature ablation reaches the output; `base` is not asserted: with the base replaced by the
+    # experts' mean the domain vectors sum to (nearly, with M_i ≈ I after 3 steps) zero, so no move of the
+    # base helps every expert, the bargaining problem is degenerate, and on some CPUs its Δ is not finite
+    # (recorded as None, as every non-finite diagnostic is)
+    assert diagnostics["ablations"]["curvature"]["mean_abs_delta_logit"] > 0
 
 
 def test_a_pretrained_moe_llm_stand_in_fine_tunes_as_a_language_model():

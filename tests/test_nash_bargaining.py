@@ -191,6 +191,16 @@ def test_opposed_vectors():
     assert torch.all(alpha > 0)
 
 
+@pytest.mark.xfail(strict=True, reason="known defect: a float32 Gram of nearly opposed vectors, solved in float64 with "
+                   "float64's ridge (2e-15), is indefinite by float32 rounding (~1e-7) and gives NaN; NAMEx passes float32 "
+                   "Grams (seen when its base is ablated to the experts' mean in a 3-step model)")
+def test_nearly_opposed_float32_gram_solved_in_float64():
+    # the Gram of two opposed unit vectors as float32 rounding can leave it: |G_01| one ulp above 1
+    G = torch.tensor([[1.0, -1.0000001], [-1.0000001, 1.0]])
+    alpha, residual = nash_bargaining(G)
+    assert torch.isfinite(alpha).all() and torch.isfinite(residual).all()
+
+
 @pytest.mark.parametrize("case", ("random", "zero", "identical", "opposed"))
 def test_float32(case):
     gen = torch.Generator().manual_seed(2)

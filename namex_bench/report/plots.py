@@ -79,6 +79,11 @@ def _fitted_limits(lows: Sequence[float], highs: Sequence[float], marks: Sequenc
     return low, high
 
 
+def _labelled(method: str, baseline: str | None) -> str:
+    """A method's name in a legend or axis, "(baseline)" after the one every Δ is taken against."""
+    return f"{method} (baseline)" if method == baseline else method
+
+
 def _forest(
     axes,
     methods: Sequence[str],
@@ -107,7 +112,7 @@ def _forest(
     if line_at is not None:
         axes.axvline(line_at, color="#555555", linewidth=0.8, linestyle="--", zorder=0)
     axes.set_ylim(-0.6, len(methods) - 0.4)
-    labels = [f"{m} (baseline)" if m == highlight else m for m in methods]
+    labels = [_labelled(m, highlight) for m in methods]
     axes.set_yticks(rows, labels if names else [""] * len(methods))
     if not names:
         axes.tick_params(axis="y", length=0)
@@ -237,7 +242,7 @@ def _severity_figure(rob: RobustnessTable):
         grid.flat[0].set_xticks(severities)
         grid.flat[0].set_ylim(*_fitted_limits(errors, errors, bounds=(0.0, 1.0)))
         handles = [
-            Line2D([], [], **style[m], label=f"{m} (baseline)" if m == rob.reference else m) for m in methods
+            Line2D([], [], **style[m], label=_labelled(m, rob.reference)) for m in methods
         ]
         figure.legend(handles=handles, loc="outside lower center", ncols=min(4, max(1, len(methods))), fontsize="small")
         figure.suptitle(f"{rob.task} / {rob.model}: top-1 error by severity (mean over seeds)", fontsize="medium")
@@ -293,7 +298,7 @@ def _profile_figure(agg: AcrossTasks):
             fraction, lo, hi = performance_profile(agg.scores[m], taus, rng=rng_for("profile", *agg.tasks, m))
             colour = _LINE_COLOURS[i % len(_LINE_COLOURS)]
             axes.plot(taus, fraction, color=colour, linewidth=1.4, linestyle="--" if m == agg.reference else "-",
-                      label=f"{m} (baseline)" if m == agg.reference else m)
+                      label=_labelled(m, agg.reference))
             axes.fill_between(taus, lo, hi, color=colour, alpha=0.15, linewidth=0)
         axes.axvline(1.0, color="#555555", linewidth=0.8, linestyle=":", zorder=0)
         axes.set_xlim(low, high)
